@@ -1,0 +1,231 @@
+"""Transformer building blocks shared by the tokenizer and the predictor.
+
+Names of modules and parameters match the published Kronos checkpoints exactly, so their
+state dicts load strictly. Attention optionally reads and extends a key/value cache, which
+is what makes token-by-token generation cheap.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 even when the model runs in half precision.
+        xf = x.float()
+        xf = xf * torch.rsqrt(torch.mean(xf * xf, dim=-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+class FeedForward(nn.Module):
+    """SwiGLU without biases."""
+
+    def __init__(self, d_model: int, ff_dim: int, dropout_p: float = 0.0):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, ff_dim, bias=False)
+        self.w3 = nn.Linear(d_model, ff_dim, bias=False)
+        self.w2 = nn.Linear(ff_dim, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (base 10000, rotate-half convention)."""
+
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2).float() / dim))
+        # Persistent: the published state dicts carry it.
+        self.register_buffer("inv_freq", inv_freq)
+        self._tables: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._tables = None  # new inv_freq, stale tables
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def tables(self, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin for positions 0..n-1, shape (n, dim)."""
+        t = self._tables
+        if t is None or t[0].shape[0] < n or t[0].dtype != dtype or t[0].device != self.inv_freq.device:
+            size = max(n, 256)
+            pos = torch.arange(size, device=self.inv_freq.device).type_as(self.inv_freq)
+            freqs = torch.outer(pos, self.inv_freq)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            t = self._tables = (emb.cos().to(dtype), emb.sin().to(dtype))
+        return t[0][:n], t[1][:n]
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_half(x) * sin
+
+
+class KVCache:
+    """Preallocated keys and values of one attention layer: (batch, heads, capacity, head_dim)."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, length: int):
+        self.k, self.v, self.length = k, v, length
+
+    @classmethod
+    def from_prefill(cls, k: torch.Tensor, v: torch.Tensor, capacity: int) -> KVCache:
+        b, h, n, d = k.shape
+        kc = k.new_empty(b, h, capacity, d)
+        vc = v.new_empty(b, h, capacity, d)
+        kc[:, :, :n] = k
+        vc[:, :, :n] = v
+        return cls(kc, vc, n)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.length + k.shape[2]
+        self.k[:, :, self.length : n] = k
+        self.v[:, :, self.length : n] = v
+        self.length = n
+        return self.k[:, :, :n], self.v[:, :, :n]
+
+    def repeat_interleave(self, repeats: int) -> KVCache:
+        """Share one series' context between its sampled paths."""
+        return KVCache(
+            self.k.repeat_interleave(repeats, dim=0),
+            self.v.repeat_interleave(repeats, dim=0),
+            self.length,
+        )
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention with rotary positions."""
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.rotary = RotaryEmbedding(self.head_dim)
+        self.attn_dropout_p = attn_dropout_p
+        self.resid_dropout = nn.Dropout(resid_dropout_p)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        capacity: int = 0,
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        """Without a cache: plain causal attention over x (positions from 0).
+
+        With ``capacity`` > 0 and no cache, x is a prefill and a new cache is returned.
+        With a cache, x holds the next token(s) at positions cache.length onwards.
+        """
+        b, n, d = x.shape
+        start = cache.length if cache is not None else 0
+        cos, sin = self.rotary.tables(start + n, x.dtype)
+        cos, sin = cos[start:], sin[start:]
+        q = apply_rotary(self._heads(self.q_proj(x)), cos, sin)
+        k = apply_rotary(self._heads(self.k_proj(x)), cos, sin)
+        v = self._heads(self.v_proj(x))
+        dropout = self.attn_dropout_p if self.training else 0.0
+        if cache is None:
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+            if capacity:
+                cache = KVCache.from_prefill(k, v, capacity)
+        else:
+            if n != 1:
+                raise ValueError("cached attention takes one new token at a time")
+            k, v = cache.append(k, v)
+            out = F.scaled_dot_product_attention(q, k, v)  # the new token sees everything before it
+        out = out.transpose(1, 2).reshape(b, n, d)
+        return self.resid_dropout(self.out_proj(out)), cache
+
+
+class CrossAttention(nn.Module):
+    """Attention of query tokens over a sequence of hidden states, with rotary positions.
+
+    Rotary tables have the query's length, so a single query gets no rotation at all
+    (position 0), as in the published implementation.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.rotary = RotaryEmbedding(self.head_dim)
+        self.attn_dropout_p = attn_dropout_p
+        self.resid_dropout = nn.Dropout(resid_dropout_p)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the memory, unrotated (what a single query attends to)."""
+        return self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
+
+    def forward(self, query: torch.Tensor, memory: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Training form: query and memory have the same length and both are rotated."""
+        b, n, d = query.shape
+        cos, sin = self.rotary.tables(n, query.dtype)
+        q = apply_rotary(self._heads(self.q_proj(query)), cos, sin)
+        k, v = self.project_kv(memory)
+        k = apply_rotary(k, cos, sin)
+        dropout = self.attn_dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        return self.resid_dropout(self.out_proj(out.transpose(1, 2).reshape(b, n, d)))
+
+    def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Inference form: one query token per row over precomputed keys and values."""
+        b, _, d = query.shape
+        q = self._heads(self.q_proj(query))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(out.transpose(1, 2).reshape(b, 1, d))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: RMSNorm -> causal attention -> residual; RMSNorm -> SwiGLU -> residual."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        ff_dim: int,
+        ffn_dropout_p: float = 0.0,
+        attn_dropout_p: float = 0.0,
+        resid_dropout_p: float = 0.0,
+    ):
+        super().__init__()
+        self.norm1 = RMSNorm(d_model)
+        self.self_attn = SelfAttention(d_model, n_heads, attn_dropout_p, resid_dropout_p)
+        self.norm2 = RMSNorm(d_model)
+        self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
+
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, capacity: int = 0
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        attn, cache = self.self_attn(self.norm1(x), cache, capacity)
+        x = x + attn
+        x = x + self.ffn(self.norm2(x))
+        return x, cache
