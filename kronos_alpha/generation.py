@@ -1,0 +1,216 @@
+"""Autoregressive generation of (s1, s2) tokens, and the sampled price paths they decode to.
+
+Window semantics (those of the published implementation): at most ``max_context`` tokens
+are fed. While context + generated tokens fit, positions count from the first context
+token, so a key/value cache is exact: the context is processed once and each step feeds
+one token. Once they no longer fit, the window slides by one token per step and positions
+restart at its start, so every hidden state changes and the window is recomputed.
+
+``generate_reference`` is the plain full-recompute loop, kept to check and time the engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .layers import KVCache
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Top-k filtering when top_k > 0, otherwise nucleus filtering when top_p < 1."""
+    if top_k > 0:
+        k = min(top_k, logits.shape[-1])
+        kth = torch.topk(logits, k).values[..., -1:]
+        return logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        drop = cum > top_p
+        drop[..., 1:] = drop[..., :-1].clone()  # keep the token that crosses top_p
+        drop[..., 0] = False
+        return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, uniform: torch.Tensor | None
+) -> torch.Tensor:
+    """One token per row. With ``uniform`` (one U(0,1) per row) sampling is an inverse-CDF
+    draw, so each row's result depends only on its own random number."""
+    if top_k == 1:
+        return logits.argmax(-1)  # greedy: the only token left after top-1 filtering
+    probs = F.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
+    if uniform is None:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    cdf = torch.cumsum(probs, dim=-1)
+    target = (uniform.to(cdf) * cdf[:, -1]).unsqueeze(-1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+
+
+def series_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys (e.g. a global seed and a series number)."""
+    return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def uniforms_for_seeds(seeds, sample_count: int, pred_len: int) -> torch.Tensor:
+    """Per-series random numbers (series, sample, step, s1/s2) from independent generators,
+    so a series' draw does not depend on which other series share its batch."""
+    out = torch.empty(len(seeds), sample_count, pred_len, 2)
+    for i, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(int(seed) % (2**63))
+        out[i] = torch.rand(sample_count, pred_len, 2, generator=g)
+    return out
+
+
+class _Sampler:
+    def __init__(self, temperature, top_k, top_p, uniforms, n_rows):
+        self.t, self.k, self.p = temperature, top_k, top_p
+        self.u = None if uniforms is None else uniforms.reshape(n_rows, -1, 2)
+
+    def __call__(self, logits, step, which):
+        u = None if self.u is None else self.u[:, step, which]
+        return sample_tokens(logits, self.t, self.k, self.p, u)
+
+
+def _validate(s1, stamp, future_stamp, pred_len, max_context):
+    if pred_len <= 0:
+        raise ValueError(f"pred_len must be positive, got {pred_len}")
+    if max_context <= 0:
+        raise ValueError(f"max_context must be positive, got {max_context}")
+    if stamp.shape[:2] != s1.shape or future_stamp.shape[:2] != (s1.shape[0], pred_len):
+        raise ValueError(
+            f"stamp shapes {tuple(stamp.shape)}, {tuple(future_stamp.shape)} do not fit "
+            f"tokens {tuple(s1.shape)} and pred_len {pred_len}"
+        )
+
+
+@torch.no_grad()
+def generate(
+    model,
+    s1: torch.Tensor,
+    s2: torch.Tensor,
+    stamp: torch.Tensor,
+    future_stamp: torch.Tensor,
+    pred_len: int,
+    max_context: int,
+    sample_count: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    uniforms: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached generation. s1, s2: (B, L) context tokens; stamp (B, L, 5); future_stamp
+    (B, pred_len, 5). Returns (s1, s2) of shape (B * sample_count, L + pred_len), rows
+    ordered series-major (row = b * sample_count + s)."""
+    _validate(s1, stamp, future_stamp, pred_len, max_context)
+    B, L = s1.shape
+    S = sample_count
+    sample = _Sampler(temperature, top_k, top_p, uniforms, B * S)
+    dep = model.dep_layer.cross_attn
+    all_stamp = torch.cat([stamp, future_stamp], dim=1)
+    tok1 = torch.cat([s1, s1.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
+    tok2 = torch.cat([s2, s2.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
+    all_stamp_rows = all_stamp.repeat_interleave(S, 0)
+
+    # Step 0 sees the same window for every path of a series: compute it once per series.
+    start = max(0, L - max_context)
+    cached = L < max_context  # room left to append at least one token
+    h, caches = model.hidden(s1[:, start:], s2[:, start:], stamp[:, start:], capacity=max_context if cached else 0)
+    k, v = dep.project_kv(h)
+    h_last = h[:, -1:].repeat_interleave(S, 0)
+    logits = model.head(h[:, -1]).repeat_interleave(S, 0)
+    if cached:
+        caches = [c.repeat_interleave(S) for c in caches]
+        dep_cache = KVCache.from_prefill(k, v, max_context).repeat_interleave(S)
+        k, v = dep_cache.k[:, :, :L], dep_cache.v[:, :, :L]
+    else:
+        k, v = k.repeat_interleave(S, 0), v.repeat_interleave(S, 0)
+
+    for i in range(pred_len):
+        n = L + i  # tokens before the one generated in this step
+        if i > 0:
+            if n <= max_context:  # append the previous token to the cached window
+                h_last, caches = model.hidden(tok1[:, n - 1 : n], tok2[:, n - 1 : n], all_stamp_rows[:, n - 1 : n], caches)
+                k, v = dep_cache.append(*dep.project_kv(h_last))
+            else:  # the window slides: positions restart at its start, recompute it
+                w = slice(n - max_context, n)
+                h, _ = model.hidden(tok1[:, w], tok2[:, w], all_stamp_rows[:, w])
+                h_last = h[:, -1:]
+                k, v = dep.project_kv(h)
+            logits = model.head(h_last[:, -1])
+        t1 = sample(logits, i, 0)
+        t2 = sample(model.s2_logits_last(h_last, t1, k, v), i, 1)
+        tok1[:, n], tok2[:, n] = t1, t2
+    return tok1, tok2
+
+
+@torch.no_grad()
+def generate_reference(
+    model,
+    s1,
+    s2,
+    stamp,
+    future_stamp,
+    pred_len,
+    max_context,
+    sample_count=1,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    uniforms=None,
+):
+    """The published algorithm: every step recomputes the whole window from scratch."""
+    _validate(s1, stamp, future_stamp, pred_len, max_context)
+    B, L = s1.shape
+    S = sample_count
+    sample = _Sampler(temperature, top_k, top_p, uniforms, B * S)
+    tok1 = torch.cat([s1, s1.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
+    tok2 = torch.cat([s2, s2.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
+    all_stamp = torch.cat([stamp, future_stamp], dim=1).repeat_interleave(S, 0)
+    for i in range(pred_len):
+        n = L + i
+        w = slice(max(0, n - max_context), n)
+        logits, h = model.decode_s1(tok1[:, w], tok2[:, w], all_stamp[:, w])
+        t1 = sample(logits[:, -1], i, 0)
+        t2 = sample(model.decode_s2(h, t1), i, 1)
+        tok1[:, n], tok2[:, n] = t1, t2
+    return tok1, tok2
+
+
+@torch.no_grad()
+def sample_paths(
+    tokenizer,
+    model,
+    x: np.ndarray,
+    x_stamp: np.ndarray,
+    y_stamp: np.ndarray,
+    max_context: int,
+    sample_count: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    uniforms: torch.Tensor | None = None,
+    reference: bool = False,
+) -> np.ndarray:
+    """Normalised bars x (B, L, 6) -> sampled normalised paths (B, sample_count, P, 6).
+
+    The context is tokenised whole; the last ``max_context`` tokens of context + generated
+    tokens are decoded at once and the last P rows are the forecast.
+    """
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    pred_len = y_stamp.shape[1]
+    xt = torch.as_tensor(x, dtype=torch.float32, device=device).to(dtype)
+    st = torch.as_tensor(x_stamp, device=device)
+    fst = torch.as_tensor(y_stamp, device=device)
+    if uniforms is not None:
+        uniforms = uniforms.to(device)
+    s1, s2 = tokenizer.encode(xt, half=True)
+    run = generate_reference if reference else generate
+    tok1, tok2 = run(model, s1, s2, st, fst, pred_len, max_context, sample_count, temperature, top_k, top_p, uniforms)
+    total = tok1.shape[1]
+    w = slice(max(0, total - max_context), total)
+    z = tokenizer.decode((tok1[:, w], tok2[:, w]), half=True)[:, -pred_len:]
+    return z.float().cpu().numpy().reshape(x.shape[0], sample_count, pred_len, z.shape[-1])

@@ -1,0 +1,180 @@
+"""KronosPredictor: the published predictor's API (``predict``, ``predict_batch``) on top of
+the cached generation engine. Migrating from upstream is a change of import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import (
+    FEATURE_COLS,
+    InputError,
+    as_timestamps,
+    denormalize,
+    normalize,
+    ohlcv_matrix,
+    scaler_stats,
+    time_features,
+)
+from .generation import sample_paths, series_seed, uniforms_for_seeds
+
+
+def auto_device() -> str:
+    """cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def check_compatible(model, tokenizer) -> None:
+    if (model.s1_bits, model.s2_bits) != (tokenizer.s1_bits, tokenizer.s2_bits):
+        raise ValueError(
+            f"tokenizer bit widths (s1={tokenizer.s1_bits}, s2={tokenizer.s2_bits}) disagree with "
+            f"the model's (s1={model.s1_bits}, s2={model.s2_bits})"
+        )
+
+
+@dataclass
+class Prepared:
+    """One series, validated and normalised."""
+
+    x: np.ndarray  # (L, 6) normalised, clipped
+    stamp: np.ndarray  # (L, 5)
+    future_stamp: np.ndarray  # (P, 5)
+    mean: np.ndarray  # (1, 6)
+    std: np.ndarray  # (1, 6)
+    index: pd.DatetimeIndex  # forecast timestamps
+
+
+def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, clip: float, name: str = "df") -> Prepared:
+    if not isinstance(pred_len, (int, np.integer)) or pred_len <= 0:
+        raise InputError(f"pred_len must be a positive integer, got {pred_len!r}")
+    x = ohlcv_matrix(df, name)
+    if len(x) < 2:
+        raise InputError(f"{name} has a single row; a context needs at least 2 bars")
+    xt = as_timestamps(x_timestamp, "x_timestamp")
+    yt = as_timestamps(y_timestamp, "y_timestamp")
+    if len(xt) != len(x):
+        raise InputError(f"x_timestamp has {len(xt)} entries but {name} has {len(x)} rows")
+    if len(yt) != pred_len:
+        raise InputError(f"pred_len is {pred_len} but y_timestamp has {len(yt)} entries")
+    if yt[0] <= xt[-1]:
+        raise InputError(f"y_timestamp starts at {yt[0]}, not after the last context bar {xt[-1]}")
+    mean, std = scaler_stats(x)
+    return Prepared(normalize(x, mean, std, clip), time_features(xt), time_features(yt), mean, std, yt)
+
+
+class KronosPredictor:
+    """Forecasts OHLCV paths from a context of bars.
+
+    ``seed`` (on the calls) makes sampling reproducible; ``predict_paths`` returns every
+    sampled path rather than their mean.
+    """
+
+    def __init__(self, model, tokenizer, device: str | None = None, max_context: int = 512, clip: float = 5):
+        check_compatible(model, tokenizer)
+        self.device = device or auto_device()
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.max_context = int(max_context)
+        self.clip = clip
+        self.price_cols = FEATURE_COLS[:4]
+        self.vol_col, self.amt_vol = FEATURE_COLS[4], FEATURE_COLS[5]
+
+    # -- paths ---------------------------------------------------------------------------
+    def predict_paths(
+        self,
+        df_list,
+        x_timestamp_list,
+        y_timestamp_list,
+        pred_len: int,
+        T: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.9,
+        sample_count: int = 1,
+        seed: int | None = None,
+        verbose: bool = False,
+    ) -> list[np.ndarray]:
+        """Every sampled path, de-normalised: one (sample_count, pred_len, 6) array per series.
+
+        Series may have different context lengths; equal lengths are batched together.
+        """
+        if not (len(df_list) == len(x_timestamp_list) == len(y_timestamp_list)):
+            raise InputError("df_list, x_timestamp_list and y_timestamp_list must have the same length")
+        if len(df_list) == 0:
+            raise InputError("df_list is empty")
+        if sample_count < 1:
+            raise InputError(f"sample_count must be at least 1, got {sample_count}")
+        prepared = [
+            prepare_series(df, xt, yt, pred_len, self.clip, name=f"df_list[{i}]" if len(df_list) > 1 else "df")
+            for i, (df, xt, yt) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list))
+        ]
+        uniforms = None
+        if seed is not None:
+            # Series i always gets stream (seed, i): reproducible, batch-composition free.
+            uniforms = uniforms_for_seeds([series_seed(seed, i) for i in range(len(prepared))], sample_count, pred_len)
+        out: list[np.ndarray | None] = [None] * len(prepared)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault(len(p.x), []).append(i)
+        for members in groups.values():
+            z = sample_paths(
+                self.tokenizer,
+                self.model,
+                np.stack([prepared[i].x for i in members]),
+                np.stack([prepared[i].stamp for i in members]),
+                np.stack([prepared[i].future_stamp for i in members]),
+                self.max_context,
+                sample_count,
+                T,
+                top_k,
+                top_p,
+                None if uniforms is None else uniforms[members],
+            )
+            for j, i in enumerate(members):
+                out[i] = denormalize(z[j], prepared[i].mean, prepared[i].std)
+        return out
+
+    # -- the published API ---------------------------------------------------------------
+    def predict(
+        self,
+        df,
+        x_timestamp,
+        y_timestamp,
+        pred_len,
+        T=1.0,
+        top_k=0,
+        top_p=0.9,
+        sample_count=1,
+        verbose=True,
+        seed: int | None = None,
+    ) -> pd.DataFrame:
+        """Mean forecast path as a DataFrame indexed by ``y_timestamp``."""
+        return self.predict_batch([df], [x_timestamp], [y_timestamp], pred_len, T, top_k, top_p, sample_count, verbose, seed)[0]
+
+    def predict_batch(
+        self,
+        df_list,
+        x_timestamp_list,
+        y_timestamp_list,
+        pred_len,
+        T=1.0,
+        top_k=0,
+        top_p=0.9,
+        sample_count=1,
+        verbose=True,
+        seed: int | None = None,
+    ) -> list[pd.DataFrame]:
+        """One mean-path DataFrame per series, in input order."""
+        paths = self.predict_paths(df_list, x_timestamp_list, y_timestamp_list, pred_len, T, top_k, top_p, sample_count, seed, verbose)
+        return [
+            pd.DataFrame(p.mean(axis=0), columns=FEATURE_COLS, index=as_timestamps(yt, "y_timestamp"))
+            for p, yt in zip(paths, y_timestamp_list)
+        ]
