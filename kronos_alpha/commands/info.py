@@ -1,0 +1,43 @@
+"""``kronos-alpha info``: the device, the model-zoo names, and a checkpoint's details."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="show the device, the model zoo and checkpoint details")
+    p.add_argument("--model", help="a checkpoint folder or Hub id to describe")
+    p.add_argument("--tokenizer", help="a tokenizer folder or Hub id to describe")
+    p.set_defaults(func=run)
+
+
+def describe(module) -> dict:
+    n = sum(p.numel() for p in module.parameters())
+    return {"class": type(module).__name__, "parameters": n, "config": getattr(module, "_hub_mixin_config", None)}
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import __version__
+    from ..predictor import auto_device
+    from ..zoo import ZOO
+
+    info = {
+        "kronos_alpha": __version__,
+        "torch": torch.__version__,
+        "device": auto_device(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "zoo": {k: vars(v) for k, v in ZOO.items()},
+    }
+    if args.model:
+        from ..model import Kronos
+
+        info["model"] = {"source": args.model, **describe(Kronos.from_pretrained(args.model))}
+    if args.tokenizer:
+        from ..tokenizer import KronosTokenizer
+
+        info["tokenizer"] = {"source": args.tokenizer, **describe(KronosTokenizer.from_pretrained(args.tokenizer))}
+    print(json.dumps(info, indent=2, default=str))
+    return 0
