@@ -1,0 +1,140 @@
+"""``kronos-alpha evaluate``: build a book from a signal file and write an evaluation report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="IC/RankIC, top-K or neutral book performance with and without costs, report",
+    )
+    p.add_argument(
+        "--signal", required=True, help="parquet or CSV with datetime, instrument, score columns"
+    )
+    p.add_argument("--column", default=None, help="score column (default: pred_return, else score)")
+    p.add_argument(
+        "--provider-uri", required=True, help="Qlib provider folder with the price panel"
+    )
+    p.add_argument("--market", default="csi300", help="Qlib instrument pool (default csi300)")
+    p.add_argument("--benchmark", default="SH000300")
+    p.add_argument("--region", default="cn")
+    p.add_argument(
+        "--book",
+        choices=["topk", "long-short", "neutral"],
+        default="topk",
+        help="topk: long-only top-K; long-short: top/bottom-K; neutral: factor-neutral optimiser",
+    )
+    p.add_argument("--topk", type=int, default=50)
+    p.add_argument("--n-drop", type=int, default=None)
+    p.add_argument("--hold-period", type=int, default=1)
+    p.add_argument("--turnover-cap", type=float, default=None)
+    p.add_argument("--weighting", choices=["equal", "score"], default="equal")
+    p.add_argument(
+        "--residualize", action="store_true", help="neutralise the signal by regression first"
+    )
+    p.add_argument("--commission", type=float, default=0.0005)
+    p.add_argument("--slippage", type=float, default=0.0005)
+    p.add_argument(
+        "--warmup-days",
+        type=int,
+        default=200,
+        help="calendar days loaded before the signal for factors",
+    )
+    p.add_argument("--out", default="evaluation_report", help="report folder")
+    p.set_defaults(func=run)
+
+
+def read_signal(path: str, column: str | None):
+    import pandas as pd
+
+    from ..data import InputError
+
+    f = Path(path)
+    if not f.is_file():
+        raise FileNotFoundError(f"signal file not found: {f}")
+    df = pd.read_parquet(f) if f.suffix in (".parquet", ".pq") else pd.read_csv(f)
+    if isinstance(df.index, pd.MultiIndex):
+        df = df.reset_index()
+    missing = {"datetime", "instrument"} - set(df.columns)
+    if missing:
+        raise InputError(f"{f}: missing columns {sorted(missing)}; has {list(df.columns)}")
+    if column is None:
+        column = next((c for c in ("pred_return", "score") if c in df.columns), None)
+        if column is None:
+            raise InputError(f"{f}: no pred_return or score column; pass --column")
+    if column not in df.columns:
+        raise InputError(f"{f}: no column {column!r}; has {list(df.columns)}")
+    df["datetime"] = pd.to_datetime(df["datetime"])
+    return df.set_index(["datetime", "instrument"])[column].astype(float).sort_index(), column
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from ..strategies import (
+        evaluate,
+        factor_exposures,
+        long_short_weights,
+        optimized_book,
+        residualize,
+        topk_weights,
+        write_report,
+    )
+    from ..strategies.factors import daily_returns
+    from ..strategies.panel import load_panel
+
+    signal, column = read_signal(args.signal, args.column)
+    dates = signal.index.get_level_values("datetime")
+    start = (dates.min() - pd.Timedelta(days=args.warmup_days)).strftime("%Y-%m-%d")
+    end = (dates.max() + pd.Timedelta(days=10)).strftime("%Y-%m-%d")
+    panel, bench = load_panel(
+        args.provider_uri, args.market, start, end, args.benchmark, args.region
+    )
+    exposures = factor_exposures(panel, bench)
+    sig = signal.rename("score")
+    if args.residualize:
+        sig = residualize(sig, exposures, column="score")
+    if args.book == "topk":
+        w = topk_weights(
+            sig,
+            args.topk,
+            args.n_drop,
+            args.hold_period,
+            args.turnover_cap,
+            args.weighting,
+            "score",
+        )
+    elif args.book == "long-short":
+        w = long_short_weights(
+            sig,
+            args.topk,
+            args.n_drop,
+            args.hold_period,
+            args.turnover_cap,
+            args.weighting,
+            column="score",
+        )
+    else:
+        w = optimized_book(sig, exposures, daily_returns(panel), column="score")
+    ev = evaluate(
+        w,
+        panel,
+        bench,
+        signal=sig,
+        column="score",
+        exposures=exposures,
+        commission=args.commission,
+        slippage=args.slippage,
+    )
+    path = write_report(
+        ev, args.out, title=f"{Path(args.signal).name}: {args.book} book ({column})"
+    )
+    print(
+        json.dumps(
+            {"report": str(path), "summary": ev.summary.round(4).to_dict()}, indent=1, default=str
+        )
+    )
+    return 0

@@ -1,0 +1,234 @@
+"""Evaluating a signal and the book built from it: IC, quantiles, performance, costs, exposures.
+
+Timing: a weight row at date t is held over the next bar, so it earns the daily return of
+t+1 (close t -> close t+1). Returns are reported on the date they are earned. Between weight
+dates the last target is held (rebalanced back to target daily). A held name with no return
+on a bar (suspended) earns 0, as its price did not move. Costs: each rebalance trades
+sum|w_t - w_{t-1}| of capital and pays (commission + slippage) on it, taken from the next bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import empyrical
+import numpy as np
+import pandas as pd
+
+from .errors import StrategyInputError
+from .factors import daily_returns, forward_returns
+from .signal import to_long, to_wide
+
+PERIODS = 252
+
+
+@dataclass
+class Evaluation:
+    """Everything :func:`evaluate` measured; ``summary`` is the side-by-side table."""
+
+    summary: pd.DataFrame
+    returns: pd.DataFrame
+    turnover: pd.Series
+    ic: pd.DataFrame | None = None
+    quantile_returns: pd.DataFrame | None = None
+    exposures: pd.DataFrame | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def performance(returns: pd.Series, benchmark: pd.Series | None = None) -> dict:
+    """Annualised return, volatility, Sharpe, max drawdown, Calmar, IR (empyrical-reloaded)."""
+    r = returns.dropna()
+    out = {
+        "annual_return": empyrical.annual_return(r, annualization=PERIODS),
+        "annual_volatility": empyrical.annual_volatility(r, annualization=PERIODS),
+        "sharpe": empyrical.sharpe_ratio(r, annualization=PERIODS),
+        "max_drawdown": empyrical.max_drawdown(r),
+        "calmar": empyrical.calmar_ratio(r, annualization=PERIODS),
+    }
+    if benchmark is not None:
+        b = benchmark.reindex(r.index).fillna(0.0)
+        out["information_ratio"] = empyrical.excess_sharpe(r, b) * np.sqrt(PERIODS)
+        out["excess_annual_return"] = out["annual_return"] - empyrical.annual_return(
+            b, annualization=PERIODS
+        )
+    return {k: float(v) for k, v in out.items()}
+
+
+def signal_ic(signal: pd.DataFrame, label: pd.DataFrame) -> pd.DataFrame:
+    """Daily IC and RankIC of a wide signal against a wide label, via Qlib's calc_ic."""
+    from qlib.contrib.eva.alpha import calc_ic
+
+    pred = to_long(signal, "pred", drop_zero=False)
+    lab = to_long(label.reindex_like(signal), "label", drop_zero=False)
+    ic, ric = calc_ic(pred, lab, date_col="datetime", dropna=True)
+    return pd.DataFrame({"ic": ic, "rank_ic": ric})
+
+
+def quantile_returns(signal: pd.DataFrame, fwd: pd.DataFrame, n_quantiles: int = 5) -> pd.DataFrame:
+    """Mean next-bar return of each signal quantile per date (Q1 lowest ... Qn highest)."""
+    ranks = signal.rank(axis=1, pct=True, method="first")
+    q = np.ceil(ranks * n_quantiles).clip(1, n_quantiles)
+    fwd = fwd.reindex_like(signal)
+    cols = {f"Q{i}": fwd.where(q == i).mean(axis=1) for i in range(1, n_quantiles + 1)}
+    out = pd.DataFrame(cols)
+    out["long_short"] = out[f"Q{n_quantiles}"] - out["Q1"]
+    return out
+
+
+def evaluate(
+    weights: pd.DataFrame,
+    panel: pd.DataFrame,
+    benchmark: pd.Series | None = None,
+    signal: pd.Series | pd.DataFrame | None = None,
+    column: str = "pred_return",
+    exposures: pd.DataFrame | None = None,
+    commission: float = 0.0005,
+    slippage: float = 0.0005,
+    n_quantiles: int = 5,
+    horizon: int = 1,
+) -> Evaluation:
+    """Evaluate a weight book (wide, see ``signal.py``) on the panel, with and without costs.
+
+    ``benchmark``: daily benchmark return by date. ``signal`` adds IC/RankIC/ICIR (label:
+    ``horizon``-bar forward return) and quantile spreads. ``exposures`` (long, factor columns)
+    adds the book's realised exposure sum_i w_i x_i per date.
+    """
+    if weights.empty:
+        raise StrategyInputError("the weight book is empty")
+    if weights.isna().any().any():
+        raise StrategyInputError("the weight book has NaN weights (use 0 for no position)")
+    ret = daily_returns(panel)
+    unknown = weights.columns.difference(ret.columns)
+    held_unknown = [c for c in unknown if (weights[c] != 0).any()]
+    if held_unknown:
+        raise StrategyInputError(
+            f"weights hold instruments absent from the panel: {held_unknown[:5]}"
+        )
+    dates = ret.index[(ret.index >= weights.index[0])]
+    held = weights.reindex(columns=ret.columns, fill_value=0.0).reindex(dates).ffill()
+    traded = held.diff().abs().sum(axis=1)
+    traded.iloc[0] = held.iloc[0].abs().sum()
+    gross = (held.shift(1) * ret.reindex(dates).fillna(0.0)).sum(axis=1).iloc[1:]
+    cost = (traded * (commission + slippage)).shift(1).iloc[1:]
+    frame = pd.DataFrame({"gross": gross, "net": gross - cost})
+    bench = None
+    if benchmark is not None:
+        bench = pd.Series(benchmark, dtype=float)
+        bench.index = pd.DatetimeIndex(bench.index)
+        frame["benchmark"] = bench.reindex(frame.index)
+        if frame["benchmark"].isna().all():
+            raise StrategyInputError("benchmark returns share no dates with the book")
+    cols = {"gross": performance(frame["gross"], bench), "net": performance(frame["net"], bench)}
+    if bench is not None:
+        cols["benchmark"] = performance(frame["benchmark"])
+    summary = pd.DataFrame(cols)
+    summary.loc["turnover_per_day"] = [traded.mean()] * summary.shape[1]
+    summary.loc["mean_gross_leverage", ["gross", "net"]] = held.abs().sum(axis=1).mean()
+    ev = Evaluation(summary=summary, returns=frame, turnover=traded)
+    if signal is not None:
+        sig = to_wide(signal, column)
+        ev.ic = signal_ic(sig, forward_returns(panel, horizon))
+        ev.quantile_returns = quantile_returns(sig, forward_returns(panel, 1), n_quantiles)
+        ic_stats = {
+            "IC": ev.ic["ic"].mean(),
+            "ICIR": ev.ic["ic"].mean() / ev.ic["ic"].std(),
+            "RankIC": ev.ic["rank_ic"].mean(),
+            "RankICIR": ev.ic["rank_ic"].mean() / ev.ic["rank_ic"].std(),
+            "quantile_spread_annual": ev.quantile_returns["long_short"].mean() * PERIODS,
+        }
+        for k, v in ic_stats.items():
+            summary.loc[k, ["gross", "net"]] = float(v)
+    if exposures is not None:
+        ev.exposures = realised_exposures(weights, exposures)
+        for k, v in ev.exposures.abs().mean().items():
+            summary.loc[f"mean_abs_exposure_{k}", ["gross", "net"]] = float(v)
+    return ev
+
+
+def realised_exposures(weights: pd.DataFrame, exposures: pd.DataFrame) -> pd.DataFrame:
+    """sum_i w_i x_{i,f} per date and factor; names held without an exposure count as 0."""
+    rows = {}
+    by_date = dict(tuple(exposures.groupby(level=0)))
+    for date, w in weights.iterrows():
+        w = w[w != 0]
+        if date not in by_date or w.empty:
+            continue
+        X = by_date[date].droplevel(0).reindex(w.index).fillna(0.0)
+        rows[date] = X.T @ w
+    out = pd.DataFrame(rows).T
+    out.index.name = "datetime"
+    return out
+
+
+def markdown_table(df: pd.DataFrame, fmt: str = "{:.4f}") -> str:
+    head = "| | " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|---" * (df.shape[1] + 1) + "|"
+    body = [
+        f"| {i} | " + " | ".join("" if pd.isna(v) else fmt.format(v) for v in row) + " |"
+        for i, row in zip(df.index, df.to_numpy())
+    ]
+    return "\n".join([head, sep, *body])
+
+
+def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy evaluation") -> Path:
+    """Markdown report plus PNG charts (cumulative returns vs benchmark, drawdown, exposures,
+    turnover) in ``folder``; returns the path of ``report.md``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    r = ev.returns.fillna(0.0)
+    charts = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        charts.append(name)
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    empyrical.cum_returns(r).plot(ax=ax)
+    ax.set_title("Cumulative return")
+    ax.set_ylabel("return")
+    save(fig, "cumulative_returns.png")
+
+    fig, ax = plt.subplots(figsize=(9, 3))
+    wealth = empyrical.cum_returns(r[["gross", "net"]], starting_value=1.0)
+    (wealth / wealth.cummax() - 1).plot(ax=ax)
+    ax.set_title("Drawdown")
+    save(fig, "drawdown.png")
+
+    if ev.exposures is not None and not ev.exposures.empty:
+        fig, ax = plt.subplots(figsize=(9, 4))
+        ev.exposures.plot(ax=ax, lw=0.8)
+        ax.set_title("Realised factor exposures of the book")
+        save(fig, "exposures.png")
+
+    fig, ax = plt.subplots(figsize=(9, 3))
+    ev.turnover.plot(ax=ax, lw=0.8)
+    ax.set_title("Turnover (sum |w_t - w_t-1|)")
+    save(fig, "turnover.png")
+
+    if ev.quantile_returns is not None:
+        fig, ax = plt.subplots(figsize=(9, 4))
+        empyrical.cum_returns(ev.quantile_returns.fillna(0.0)).plot(ax=ax, lw=0.9)
+        ax.set_title("Cumulative return by signal quantile (next bar)")
+        save(fig, "quantiles.png")
+
+    lines = [
+        f"# {title}",
+        "",
+        f"Period: {r.index[0]:%Y-%m-%d} .. {r.index[-1]:%Y-%m-%d} ({len(r)} bars)",
+        "",
+    ]
+    lines += ["## Summary (gross = before costs, net = after commission + slippage)", ""]
+    lines += [markdown_table(ev.summary), ""]
+    for name in charts:
+        lines += [f"![{name}]({name})", ""]
+    path = folder / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,77 @@
+"""Risk-model files for Qlib's EnhancedIndexingStrategy, built from the panel's factor exposures.
+
+Layout Qlib reads (``riskmodel_root/<YYYYMMDD>/``): ``factor_exp.pkl`` (instruments x factors),
+``factor_cov.pkl`` (factors x factors), ``specific_risk.pkl`` (instruments, one column), and an
+optional ``blacklist.pkl``. Qlib looks up the folder of the trading day *before* the trade date.
+
+Model: on each day s, a cross-sectional OLS of the daily returns of s on the exposures of s-1
+gives factor returns f_s and residuals u_s. For a date t, ``factor_cov`` is the covariance of
+f over the ``window`` days ending at t, ``specific_risk`` the std of each stock's residuals over
+the same days, and ``factor_exp`` the exposures of t. Nothing after t is used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import StrategyInputError
+from .neutralize import design_matrix
+
+
+def factor_returns(
+    returns: pd.DataFrame, exposures: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(factor returns by date, residual returns wide) from r_s on X_{s-1} regressions."""
+    by_date = dict(tuple(exposures.groupby(level=0)))
+    dates = [d for d in returns.index if d in by_date]
+    frows, urows = {}, {}
+    for prev, date in zip(dates[:-1], dates[1:]):
+        X = design_matrix(by_date[prev].droplevel(0), prev)
+        y = returns.loc[date].reindex(X.index).dropna()
+        if len(y) <= X.shape[1]:
+            continue
+        Xv = X.loc[y.index].to_numpy()
+        beta, *_ = np.linalg.lstsq(Xv, y.to_numpy(), rcond=None)
+        frows[date] = pd.Series(beta, index=X.columns)
+        urows[date] = pd.Series(y.to_numpy() - Xv @ beta, index=y.index)
+    return pd.DataFrame(frows).T, pd.DataFrame(urows).T
+
+
+def write_riskmodel_files(
+    returns: pd.DataFrame,
+    exposures: pd.DataFrame,
+    root: str | Path,
+    dates=None,
+    window: int = 60,
+    min_obs: int = 20,
+) -> list[Path]:
+    """Write one Qlib risk-model folder per date in ``dates`` (default: every exposure date with a
+    full window); returns the folders written. Stocks with fewer than ``min_obs`` residuals get
+    no row (Qlib then treats them as highest risk / excluded from the universe)."""
+    f, u = factor_returns(returns, exposures)
+    if f.empty:
+        raise StrategyInputError("no date has enough data for a factor-return regression")
+    by_date = dict(tuple(exposures.groupby(level=0)))
+    dates = f.index[window - 1 :] if dates is None else pd.DatetimeIndex(dates)
+    root = Path(root)
+    written = []
+    for date in dates:
+        hist_f = f.loc[:date].iloc[-window:]
+        if len(hist_f) < min_obs:
+            raise StrategyInputError(
+                f"only {len(hist_f)} factor-return days before {date:%Y-%m-%d}"
+            )
+        X = design_matrix(by_date[date].droplevel(0), date)
+        hist_u = u.loc[:date].iloc[-window:]
+        spec = hist_u.std().where(hist_u.count() >= min_obs).dropna()
+        names = X.index.intersection(spec.index)
+        folder = root / f"{date:%Y%m%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        X.loc[names].to_pickle(folder / "factor_exp.pkl")
+        hist_f[X.columns].cov().to_pickle(folder / "factor_cov.pkl")
+        spec[names].to_frame("specific_risk").to_pickle(folder / "specific_risk.pkl")
+        written.append(folder)
+    return written
