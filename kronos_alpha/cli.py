@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES = [
     "kronos_alpha.commands.info",
     "kronos_alpha.commands.evaluate",
+    "kronos_alpha.commands.finetune",
     "kronos_alpha.commands.qlib_data",
 ]
 

@@ -1,0 +1,438 @@
+"""kronos_alpha.finetune: golden losses, windows (leak, masking, splits), config errors,
+resume, atomic checkpoints, CLI. Tiny models; the whole file runs in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from kronos_alpha.finetune import (
+    CheckpointWriteError,
+    ConfigError,
+    FinetuneConfig,
+    PredictorObjective,
+    StopTraining,
+    TokenizerObjective,
+    Trainer,
+    epoch_order,
+    normalize_window,
+    run_finetune,
+    save_pretrained_atomic,
+    split_windows,
+)
+from kronos_alpha.finetune.config import split_range
+from kronos_alpha.finetune.sources import panel_series
+from kronos_alpha.finetune.trainer import Runtime
+from safetensors.torch import load_file
+
+from kronos_alpha import Kronos, KronosPredictor, KronosTokenizer
+from kronos_alpha.data import (
+    InputError,
+    as_timestamps,
+    normalize,
+    ohlcv_matrix,
+    scaler_stats,
+    time_features,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURE = SHARED / "fixtures" / "upstream-tiny"
+INTRADAY = SHARED / "data" / "intraday" / "sh600977_5min_2024.csv"
+
+TINY_TOK = dict(
+    d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2, s1_bits=4, s2_bits=4
+)
+TINY_PRED = dict(d_model=16, n_heads=2, ff_dim=32, n_layers=1, s1_bits=4, s2_bits=4)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny tensors: one thread avoids OpenMP spin on a busy machine; restored afterwards.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make_panel(n_series=3, n=400, seed=0, start="2020-01-01"):
+    rng = np.random.default_rng(seed)
+    t = pd.bdate_range(start, periods=n)
+    out = {}
+    for k in range(n_series):
+        c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+        o = c * (1 + rng.normal(0, 0.002, n))
+        out[f"S{k}"] = pd.DataFrame(
+            {
+                "open": o,
+                "high": np.maximum(o, c) * 1.003,
+                "low": np.minimum(o, c) * 0.997,
+                "close": c,
+                "volume": rng.uniform(1e5, 2e5, n),
+            },
+            index=t,
+        )
+    return out
+
+
+def tiny_config(tmp_path, **over) -> dict:
+    d = dict(
+        output_dir=str(tmp_path / "run"),
+        seed=0,
+        progress=False,
+        max_context=64,
+        data=dict(lookback=20, horizon=5, train=["2020-01-01", "2020-12-31"], valid=["2021-01-01", "2021-07-31"]),
+        tokenizer=dict(epochs=2, batch_size=8, samples_per_epoch=48, val_samples=32, save_every=2, config=TINY_TOK),
+        predictor=dict(
+            epochs=2, batch_size=4, accum_steps=2, samples_per_epoch=48, val_samples=32, lr=1e-3, save_every=2,
+            config={**TINY_PRED, "ffn_dropout_p": 0.2, "token_dropout_p": 0.1},
+        ),
+    )  # fmt: skip
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            d[k] = {**d[k], **v}
+        else:
+            d[k] = v
+    return d
+
+
+def zero_dropout(module):
+    module.train()
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if hasattr(m, "attn_dropout_p"):
+            m.attn_dropout_p = 0.0
+    return module
+
+
+# -- golden losses ------------------------------------------------------------------------
+
+
+def test_objectives_reproduce_golden_losses():
+    if not (FIXTURE.exists() and INTRADAY.exists()):
+        pytest.skip(f"fixture or data missing under {SHARED}")
+    gold = json.loads((FIXTURE / "train_losses_rows0_96.json").read_text())
+    df = pd.read_csv(INTRADAY).iloc[:96]
+    x = ohlcv_matrix(df)
+    mean, std = scaler_stats(x)
+    xb = torch.from_numpy(normalize(x, mean, std, 5)[None])
+    stamp = torch.from_numpy(time_features(as_timestamps(df["timestamps"]))[None])
+    tok = zero_dropout(KronosTokenizer.from_pretrained(FIXTURE / "tokenizer"))
+    model = zero_dropout(Kronos.from_pretrained(FIXTURE / "model"))
+    with torch.no_grad():
+        t = TokenizerObjective(tok)(xb, stamp)
+        p = PredictorObjective(model, tok).train()(xb, stamp)
+    g = gold["tokenizer"]
+    assert float(t["recon_from_s1_mse"]) == pytest.approx(
+        g["recon_from_s1_mse"], rel=1e-5, abs=1e-6
+    )
+    assert float(t["recon_full_mse"]) == pytest.approx(g["recon_full_mse"], rel=1e-5, abs=1e-6)
+    assert float(t["bsq_loss"]) == pytest.approx(g["bsq_loss"], rel=1e-5, abs=1e-6)
+    assert float(t["loss"]) == pytest.approx(g["total"], rel=1e-5, abs=1e-6)
+    g = gold["predictor"]
+    for k in ("ce_s1", "ce_s2", "loss"):
+        assert float(p[k]) == pytest.approx(g[k], rel=1e-5, abs=1e-6), k
+
+
+# -- windows ------------------------------------------------------------------------------
+
+
+def ranges(*pairs):
+    return {name: split_range(list(r), name) for name, r in pairs}
+
+
+def test_scaler_never_sees_the_horizon():
+    x = np.random.default_rng(1).normal(100, 5, (30, 6)).astype(np.float32)
+    a, ma, sa = normalize_window(x, 20, 5.0)
+    y = x.copy()
+    y[20:] *= 1000  # a wild future
+    b, mb, sb = normalize_window(y, 20, 5.0)
+    np.testing.assert_array_equal(a[:20], b[:20])
+    np.testing.assert_array_equal(ma, mb)
+    np.testing.assert_array_equal(sa, sb)
+    assert not np.array_equal(a[20:], b[20:])
+
+    # Through the dataset: change the horizon bars of one window in the raw panel.
+    panel = make_panel(1, 120)
+    sets = split_windows(
+        panel_series(panel), ranges(("train", ("2020-01-01", "2020-12-31"))), 20, 5, 5.0
+    )
+    ds = sets["train"]
+    k, s = ds.index[10]
+    before, _ = ds[10]
+    panel["S0"].iloc[s + 20 : s + 25, :4] *= 3.0
+    ds2 = split_windows(
+        panel_series(panel), ranges(("train", ("2020-01-01", "2020-12-31"))), 20, 5, 5.0
+    )["train"]
+    after, _ = ds2[10]
+    np.testing.assert_array_equal(before[:20], after[:20])
+    assert not np.array_equal(before[20:], after[20:])
+    # and the stats are those of the lookback alone
+    raw = ohlcv_matrix(panel["S0"].iloc[s : s + 25])
+    m, sd = scaler_stats(raw[:20])
+    np.testing.assert_allclose(after, normalize(raw, m, sd, 5.0), rtol=1e-5, atol=1e-5)
+
+
+def test_suspended_bars_and_short_histories_are_masked():
+    panel = make_panel(2, 200)
+    panel["S0"].iloc[50, panel["S0"].columns.get_loc("volume")] = 0.0
+    panel["S0"].iloc[120, panel["S0"].columns.get_loc("volume")] = np.nan
+    panel["S0"].iloc[120, 0] = np.nan  # a NaN price on a suspended bar is masked, not an error
+    panel["short"] = make_panel(1, 20)["S0"]  # shorter than one window
+    series = panel_series(panel)
+    ds = split_windows(series, ranges(("train", ("2020-01-01", "2021-12-31"))), 20, 5, 5.0)["train"]
+    names = [s.name for s in series]
+    s0 = names.index("S0")
+    starts = ds.index[ds.index[:, 0] == s0, 1]
+    assert all(not (s <= 50 < s + 25) and not (s <= 120 < s + 25) for s in starts)
+    assert len(starts) == (50 - 25 + 1) + (120 - 51 - 25 + 1) + (200 - 121 - 25 + 1)
+    assert ds.report["suspended_bars_masked"] == 2
+    assert ds.report["series_too_short"] == 1
+    assert names.index("short") not in set(ds.index[:, 0])
+    for i in range(len(ds)):
+        x, _ = ds[i]
+        assert np.isfinite(x).all()
+
+
+def test_nan_price_on_a_tradable_bar_is_an_error():
+    panel = make_panel(1, 60)
+    panel["S0"].iloc[30, panel["S0"].columns.get_loc("close")] = np.nan
+    with pytest.raises(InputError, match=r"S0.*'close'"):
+        panel_series(panel)
+
+
+def test_splits_by_time_with_a_gap():
+    panel = make_panel(2, 500)
+    series = panel_series(panel)
+    rg = ranges(("train", ("2020-01-01", "2020-12-31")), ("valid", ("2021-01-01", "2021-06-30")))
+    sets = split_windows(series, rg, 20, 5, 5.0, gap=7)
+    t = series[0].time
+    train_end = t[t <= rg["train"][1]][-1]
+    for k, s in sets["train"].index:
+        assert series[k].time[s + 24] <= rg["train"][1]
+    first_valid = int((t <= train_end).sum())
+    for k, s in sets["valid"].index:
+        assert s >= first_valid + 7
+        assert series[k].time[s] >= rg["valid"][0] and series[k].time[s + 24] <= rg["valid"][1]
+    with pytest.raises(InputError, match="gap"):
+        split_windows(series, rg, 20, 5, 5.0, gap=3)
+
+
+def test_sampling_is_deterministic():
+    a = epoch_order(100, 250, seed=3, epoch=0)
+    np.testing.assert_array_equal(a, epoch_order(100, 250, seed=3, epoch=0))
+    assert not np.array_equal(a, epoch_order(100, 250, seed=3, epoch=1))
+    assert not np.array_equal(a, epoch_order(100, 250, seed=4, epoch=0))
+    assert sorted(a[:100]) == list(range(100))  # whole permutations first
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path))
+    path = tmp_path / "c.yaml"
+    cfg.to_yaml(path)
+    again = FinetuneConfig.from_yaml(path)
+    assert again == cfg
+    assert (
+        again.tokenizer.lr == 2e-4 and again.tokenizer.clip_grad == 2.0
+    )  # upstream tokenizer defaults
+    assert again.predictor.betas == [0.9, 0.95] and again.predictor.clip_grad == 3.0
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        (dict(learning_rate=1.0), "unknown field learning_rate"),
+        (dict(data=dict(lookbak=3)), "unknown field data.lookbak"),
+        (dict(tokenizer=dict(lrr=1.0)), "unknown field tokenizer.lrr"),
+        (
+            dict(data=dict(lookback=60, horizon=10)),
+            "data.lookback \\+ data.horizon = 70 exceeds max_context",
+        ),
+        (dict(data=dict(train=["2020-12-31", "2020-01-01"])), "data.train has reversed dates"),
+        (
+            dict(data=dict(valid=["2020-06-01", "2021-01-01"])),
+            "data.valid starts .* not after data.train",
+        ),
+        (dict(data=dict(gap=2)), "data.gap"),
+        (dict(data=dict(lookback="ninety")), "data.lookback must be an integer"),
+        (
+            dict(predictor=dict(config={**TINY_PRED, "s1_bits": 5})),
+            "predictor.config.s1_bits \\(5\\) does not fit",
+        ),
+        (
+            dict(predictor=dict(config={**TINY_PRED, "depth": 2})),
+            "predictor.config.depth is not a Kronos argument",
+        ),
+        (
+            dict(tokenizer=dict(init=str(FIXTURE / "tokenizer"))),
+            "tokenizer.config is only used with",
+        ),
+        (dict(amp="half"), "amp must be"),
+        (dict(tokenizer=dict(batch_size=0)), "tokenizer.batch_size must be at least 1"),
+    ],
+)
+def test_bad_config_fields_are_named(tmp_path, over, match):
+    with pytest.raises(ConfigError, match=match):
+        FinetuneConfig.from_dict(tiny_config(tmp_path, **over))
+
+
+def test_tokenizer_bits_must_fit_a_loaded_predictor(tmp_path):
+    if not FIXTURE.exists():
+        pytest.skip(f"fixture missing: {FIXTURE}")
+    # The fixture predictor has 6+6 bits; the fresh tokenizer 4+4.
+    cfg = FinetuneConfig.from_dict(
+        tiny_config(tmp_path, predictor=dict(init=str(FIXTURE / "model"), config=None))
+    )
+    with pytest.raises(ConfigError, match="bit widths"):
+        run_finetune(cfg, make_panel())
+
+
+def test_empty_split_is_an_error(tmp_path):
+    cfg = FinetuneConfig.from_dict(
+        tiny_config(tmp_path, data=dict(valid=["2023-01-01", "2023-06-30"]))
+    )
+    with pytest.raises(InputError, match="data.valid .* has no complete window"):
+        run_finetune(cfg, make_panel())
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+def weights(folder) -> dict:
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
+    panel = make_panel()
+    full = run_finetune(FinetuneConfig.from_dict(tiny_config(tmp_path / "a")), panel)
+    assert full["predictor"]["val_loss_best"] < full["predictor"]["val_loss_before"]
+
+    class Crash(RuntimeError):
+        pass
+
+    def crash(stage, step):
+        if stage == "predictor" and step == 7:  # state saved at step 6 (save_every 2)
+            raise Crash
+
+    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path / "b"))
+    with pytest.raises(Crash):
+        run_finetune(cfg, panel, on_step=crash)
+
+    def stop(stage, step):
+        if stage == "predictor" and step == 9:  # a clean stop mid-epoch: state saved at step 9
+            raise StopTraining
+
+    stopped = run_finetune(cfg, panel, on_step=stop)
+    assert stopped["predictor"]["stopped"] and stopped["predictor"]["resumed"]
+    assert stopped["predictor"]["global_step"] == 9
+    resumed = run_finetune(cfg, panel)
+    assert resumed["predictor"]["resumed"] and resumed["predictor"]["steps_this_run"] == 12 - 9
+    for stage in ("tokenizer", "predictor"):
+        a, b = (
+            weights(tmp_path / "a" / "run" / stage / "best"),
+            weights(tmp_path / "b" / "run" / stage / "best"),
+        )
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{stage} {k}")
+    log = pd.read_csv(tmp_path / "b" / "run" / "predictor" / "log.csv")
+    train_steps = log.loc[log["split"] == "train", "step"].tolist()
+    assert train_steps == list(range(1, 13))  # no lost or repeated steps
+    full_log = pd.read_csv(tmp_path / "a" / "run" / "predictor" / "log.csv")
+    np.testing.assert_allclose(log["loss"], full_log["loss"], rtol=0, atol=0)
+
+
+def test_run_from_a_checkpoint_loads_everywhere(tmp_path):
+    if not FIXTURE.exists():
+        pytest.skip(f"fixture missing: {FIXTURE}")
+    over = dict(
+        tokenizer=dict(train=False, init=str(FIXTURE / "tokenizer"), config=None),
+        predictor=dict(init=str(FIXTURE / "model"), config=None, epochs=1),
+    )
+    res = run_finetune(FinetuneConfig.from_dict(tiny_config(tmp_path, **over)), make_panel())
+    model = Kronos.from_pretrained(res["model_path"])
+    tok = KronosTokenizer.from_pretrained(res["tokenizer_path"])
+    start = weights(FIXTURE / "model")
+    assert any(not torch.equal(start[k], v) for k, v in model.state_dict().items() if k in start)
+    df = make_panel(1, 60)["S0"]
+    pred = KronosPredictor(model, tok, device="cpu", max_context=64)
+    out = pred.predict(
+        df.iloc[:50], df.index[:50], df.index[50:55], pred_len=5, seed=0, verbose=False
+    )
+    assert out.shape == (5, 6) and np.isfinite(out.to_numpy()).all()
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["predictor"]["done"]
+
+
+def test_early_stopping_keeps_the_best(tmp_path, monkeypatch):
+    panel = make_panel()
+    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path, tokenizer=dict(epochs=6, patience=2)))
+    sets = split_windows(
+        panel_series(panel),
+        {k: split_range(getattr(cfg.data, k), k) for k in ("train", "valid")},
+        20,
+        5,
+        5.0,
+    )
+    tok = KronosTokenizer(**cfg.fresh_config("tokenizer"))
+    tr = Trainer("tokenizer", TokenizerObjective(tok), sets["train"], sets["valid"], cfg.tokenizer,
+                 tmp_path / "tok", 0, Runtime(torch.device("cpu"), progress=False))  # fmt: skip
+    vals = iter([1.0, 0.9, 0.8, 0.85, 0.81, 0.7, 0.6])
+    monkeypatch.setattr(tr, "evaluate", lambda: next(vals))
+    s = tr.fit()
+    assert (
+        s["stopped_early"] and s["best_epoch"] == 2 and s["val_history"] == [0.9, 0.8, 0.85, 0.81]
+    )
+    assert s["global_step"] == 4 * tr.steps_per_epoch
+
+
+def test_failed_checkpoint_write_keeps_the_previous_best(tmp_path, monkeypatch):
+    tok = KronosTokenizer(**FinetuneConfig().fresh_config("tokenizer") | TINY_TOK)
+    dest = tmp_path / "best"
+    save_pretrained_atomic(tok, dest)
+    before = weights(dest)
+    with torch.no_grad():
+        for p in tok.parameters():
+            p.add_(1.0)
+
+    def broken(self, save_directory, *a, **k):
+        Path(save_directory, "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(tok), "save_pretrained", broken)
+    with pytest.raises(CheckpointWriteError, match="disk full.*previous one is kept"):
+        save_pretrained_atomic(tok, dest)
+    loaded = KronosTokenizer.from_pretrained(dest)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]  # no temporary leftovers
+
+
+def test_cli_finetune_on_a_csv_folder(tmp_path, capsys):
+    from kronos_alpha.cli import main
+
+    data = tmp_path / "csv"
+    data.mkdir()
+    for name, df in make_panel(2).items():
+        df.rename_axis("timestamps").reset_index().to_csv(data / f"{name}.csv", index=False)
+    cfg = tiny_config(tmp_path, data=dict(source="csv", csv_dir=str(data)))
+    cfg["tokenizer"]["train"] = False
+    cfg["predictor"]["epochs"] = 1
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["finetune", "--config", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["data"]["train"]["series_with_windows"] == 2
+    assert Path(out["model_path"], "config.json").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**cfg, "predictor": {**cfg["predictor"], "lr_max": 1}}))
+    assert main(["finetune", "--config", str(bad)]) == 1
+    assert "predictor.lr_max" in capsys.readouterr().err
