@@ -162,7 +162,8 @@ def optimized_book(
     On each rebalance date t: alpha is the day's cross-sectionally z-scored signal (scaled to
     daily-return units by ``alpha_scale`` = 0.01 unless given), exposures are those of t, the
     covariance uses the ``cov_window`` daily returns ending at t (no look-ahead). Between
-    rebalances the previous target is kept. Names lacking an exposure or return history on a
+    rebalances the previous target is kept, so its exposures drift as the exposures move (use
+    ``rebalance_every=1`` for a book neutral on every date). Names lacking an exposure or return history on a
     date are left out of that date's book. ``constraints`` go to :func:`optimize_weights`.
     """
     wide = to_wide(signal, column)

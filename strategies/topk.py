@@ -110,6 +110,11 @@ def topk_step(
         ):
             break
         n_sell -= 1
+    if len(keep) + len(buys) < k:
+        raise UniverseTooSmallError(
+            f"only {len(keep) + len(buys)} instruments can be held{where} "
+            f"({len(valid)} scored), fewer than K={k}"
+        )
     if turnover_cap is not None and one_way_turnover(new, prev / prev.sum()) > turnover_cap + 1e-12:
         # even with no swaps the re-weighting (score weights, top-up) breaks the cap: stand still
         new = prev / prev.sum()
