@@ -31,11 +31,15 @@ def load_panel(
     benchmark: str = "SH000300",
     region: str = "cn",
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """(panel indexed by (datetime, instrument) with open high low close volume factor,
+    """``instruments``: a Qlib pool name (``csi300``), a list, or a comma-separated string.
+
+    Returns (panel indexed by (datetime, instrument) with open high low close volume factor,
     benchmark daily close-to-close return by date)."""
     init_qlib(provider_uri, region)
     from qlib.data import D
 
+    if isinstance(instruments, str) and "," in instruments:
+        instruments = [s.strip() for s in instruments.split(",") if s.strip()]
     pool = D.instruments(instruments) if isinstance(instruments, str) else list(instruments)
     panel = D.features(pool, FIELDS, start_time=start, end_time=end)
     if panel.empty:

@@ -26,7 +26,11 @@ def factor_returns(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(factor returns by date, residual returns wide) from r_s on X_{s-1} regressions."""
     by_date = dict(tuple(exposures.groupby(level=0)))
-    dates = [d for d in returns.index if d in by_date]
+    # warm-up dates (no complete exposure row yet) are skipped; later gaps still raise
+    complete = exposures.dropna().index.get_level_values(0)
+    if complete.empty:
+        raise StrategyInputError("the exposures have no complete row on any date")
+    dates = [d for d in returns.index if d in by_date and d >= complete.min()]
     frows, urows = {}, {}
     for prev, date in zip(dates[:-1], dates[1:]):
         X = design_matrix(by_date[prev].droplevel(0), prev)

@@ -18,7 +18,11 @@ def register(sub) -> None:
     p.add_argument(
         "--provider-uri", required=True, help="Qlib provider folder with the price panel"
     )
-    p.add_argument("--market", default="csi300", help="Qlib instrument pool (default csi300)")
+    p.add_argument(
+        "--market",
+        default="csi300",
+        help="Qlib instrument pool (default csi300) or comma-separated instruments",
+    )
     p.add_argument("--benchmark", default="SH000300")
     p.add_argument("--region", default="cn")
     p.add_argument(
