@@ -42,3 +42,86 @@ def load(name: str, device: str | None = None):
     if device:
         model, tokenizer = model.to(device), tokenizer.to(device)
     return model, tokenizer, entry.max_context
+
+
+# -- the default model and its offline fallback ----------------------------------------------
+DEFAULT_NAME = "kronos-small"
+DEFAULT_DIR = ASSETS / "default"
+DEFAULT_MAX_CONTEXT = 512
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers quickly (the Hub client itself retries for ~20 s)."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_folder(folder, device: str | None = None):
+    """(model, tokenizer, max_context) from a folder holding model/ and tokenizer/ subfolders
+    in the Hub format; max_context from an optional meta.json ({"max_context": ...})."""
+    import json
+
+    from .hub import CheckpointError
+    from .model import Kronos
+    from .tokenizer import KronosTokenizer
+
+    folder = Path(folder)
+    if not (folder / "model").is_dir() or not (folder / "tokenizer").is_dir():
+        raise CheckpointError(f"{str(folder)!r} has no model/ and tokenizer/ subfolders")
+    model = Kronos.from_pretrained(str(folder / "model"))
+    tokenizer = KronosTokenizer.from_pretrained(str(folder / "tokenizer"))
+    max_context = DEFAULT_MAX_CONTEXT
+    meta = folder / "meta.json"
+    if meta.is_file():
+        max_context = int(json.loads(meta.read_text()).get("max_context", max_context))
+    if device:
+        model, tokenizer = model.to(device), tokenizer.to(device)
+    return model, tokenizer, max_context
+
+
+def load_default(device: str | None = None):
+    """(model, tokenizer, max_context, source) for "no model named": the Hub's kronos-small,
+    else a copy in the local Hub cache, else the checkpoint bundled in the package - with a
+    warning saying which, since its forecasts are not those of kronos-small."""
+    import warnings
+
+    from .hub import CheckpointError
+
+    entry = resolve(DEFAULT_NAME)
+    if hub_reachable():
+        try:
+            return (*load(DEFAULT_NAME, device), entry.model)
+        except Exception as exc:  # noqa: BLE001 - any Hub failure falls through to the bundled model
+            reason = f"loading {entry.model} from the Hub failed ({type(exc).__name__}: {exc})"
+    else:
+        reason = "the Hugging Face Hub cannot be reached"
+        from .model import Kronos
+        from .tokenizer import KronosTokenizer
+
+        try:  # a copy downloaded earlier
+            model = Kronos.from_pretrained(entry.model, local_files_only=True)
+            tokenizer = KronosTokenizer.from_pretrained(entry.tokenizer, local_files_only=True)
+            if device:
+                model, tokenizer = model.to(device), tokenizer.to(device)
+            warnings.warn(f"{reason}; using the locally cached {entry.model}", stacklevel=2)
+            return model, tokenizer, entry.max_context, entry.model
+        except Exception:  # noqa: BLE001 - not cached
+            pass
+    if not (DEFAULT_DIR / "model" / "config.json").is_file():
+        raise CheckpointError(
+            f"{reason}, and the bundled default checkpoint {DEFAULT_DIR} is missing"
+        )
+    warnings.warn(
+        f"{reason}; using the small offline checkpoint bundled with kronos-alpha ({DEFAULT_DIR}). "
+        f"Its forecasts are a demonstration, not those of {entry.model}: name a model to be sure.",
+        stacklevel=2,
+    )
+    return (*load_folder(DEFAULT_DIR, device), str(DEFAULT_DIR))

@@ -1,0 +1,59 @@
+"""Sharding a forecast job across processes with torch.distributed (torchrun).
+
+Launch any script that calls ``Forecaster.forecast`` with ``torchrun --nproc-per-node N``;
+``init_from_env()`` starts the process group (nccl on CUDA, gloo otherwise). Each rank
+computes every ``world``-th missing window, results are gathered to every rank, and ranks
+share the disk cache.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def init_from_env(backend: str | None = None) -> bool:
+    """Start the process group when launched by torchrun (WORLD_SIZE > 1). Returns whether
+    it is active. Idempotent."""
+    if not dist.is_available() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        if backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return active()
+
+
+def local_device(device: str) -> str:
+    """cuda -> cuda:LOCAL_RANK under torchrun, so ranks do not share one GPU."""
+    if device == "cuda" and active():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', rank()))}"
+    return device
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def gather(items: list) -> list:
+    """Concatenate every rank's list (same order on every rank)."""
+    if not active():
+        return items
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, items)
+    return [x for part in out for x in part]
