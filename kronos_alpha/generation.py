@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .layers import KVCache
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -46,7 +45,10 @@ def sample_tokens(
         return torch.multinomial(probs, 1).squeeze(-1)
     cdf = torch.cumsum(probs, dim=-1)
     target = (uniform.to(cdf) * cdf[:, -1]).unsqueeze(-1)
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # Rounding can put the target at the very top of the cdf: take the last kept token.
+    last_kept = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
+    return torch.minimum(index, last_kept)
 
 
 def series_seed(*keys: int) -> int:
@@ -72,6 +74,11 @@ class _Sampler:
     def __call__(self, logits, step, which):
         u = None if self.u is None else self.u[:, step, which]
         return sample_tokens(logits, self.t, self.k, self.p, u)
+
+
+def _heads_kv(dep, hidden):
+    m = dep.memory(hidden)
+    return m.ctx_k, m.ctx_v
 
 
 def _validate(s1, stamp, future_stamp, pred_len, max_context):
@@ -117,31 +124,32 @@ def generate(
     # Step 0 sees the same window for every path of a series: compute it once per series.
     start = max(0, L - max_context)
     cached = L < max_context  # room left to append at least one token
-    h, caches = model.hidden(s1[:, start:], s2[:, start:], stamp[:, start:], capacity=max_context if cached else 0)
-    k, v = dep.project_kv(h)
-    h_last = h[:, -1:].repeat_interleave(S, 0)
+    h, caches = model.hidden(s1[:, start:], s2[:, start:], stamp[:, start:], prefill=cached)
+    memory = dep.memory(h)
     logits = model.head(h[:, -1]).repeat_interleave(S, 0)
+    h_last = h[:, -1:].repeat_interleave(S, 0)
     if cached:
-        caches = [c.repeat_interleave(S) for c in caches]
-        dep_cache = KVCache.from_prefill(k, v, max_context).repeat_interleave(S)
-        k, v = dep_cache.k[:, :, :L], dep_cache.v[:, :, :L]
+        capacity = min(max_context, L + pred_len - 1) - L
+        caches = [c.expand(S, capacity) for c in caches]
+        memory.expand(S, capacity)
     else:
-        k, v = k.repeat_interleave(S, 0), v.repeat_interleave(S, 0)
+        memory = dep.memory(h.repeat_interleave(S, 0))
 
     for i in range(pred_len):
         n = L + i  # tokens before the one generated in this step
         if i > 0:
             if n <= max_context:  # append the previous token to the cached window
-                h_last, caches = model.hidden(tok1[:, n - 1 : n], tok2[:, n - 1 : n], all_stamp_rows[:, n - 1 : n], caches)
-                k, v = dep_cache.append(*dep.project_kv(h_last))
+                prev = slice(n - 1, n)
+                h_last, caches = model.hidden(tok1[:, prev], tok2[:, prev], all_stamp_rows[:, prev], caches)
+                memory.append(*_heads_kv(dep, h_last))
             else:  # the window slides: positions restart at its start, recompute it
                 w = slice(n - max_context, n)
                 h, _ = model.hidden(tok1[:, w], tok2[:, w], all_stamp_rows[:, w])
                 h_last = h[:, -1:]
-                k, v = dep.project_kv(h)
+                memory = dep.memory(h)
             logits = model.head(h_last[:, -1])
         t1 = sample(logits, i, 0)
-        t2 = sample(model.s2_logits_last(h_last, t1, k, v), i, 1)
+        t2 = sample(model.s2_logits_last(h_last, t1, memory), i, 1)
         tok1[:, n], tok2[:, n] = t1, t2
     return tok1, tok2
 

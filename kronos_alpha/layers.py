@@ -75,34 +75,56 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class KVCache:
-    """Preallocated keys and values of one attention layer: (batch, heads, capacity, head_dim)."""
+    """Keys and values of one attention layer during generation.
 
-    def __init__(self, k: torch.Tensor, v: torch.Tensor, length: int):
-        self.k, self.v, self.length = k, v, length
+    The context part (B, heads, L, head_dim) is computed once per series and shared by its
+    ``paths`` sampled paths; each path appends its generated tokens to its own part
+    (B * paths, heads, capacity, head_dim). Attention reads both in place: sharing the
+    context costs neither copies nor memory, and no strided slice is made contiguous.
+    """
 
-    @classmethod
-    def from_prefill(cls, k: torch.Tensor, v: torch.Tensor, capacity: int) -> KVCache:
-        b, h, n, d = k.shape
-        kc = k.new_empty(b, h, capacity, d)
-        vc = v.new_empty(b, h, capacity, d)
-        kc[:, :, :n] = k
-        vc[:, :, :n] = v
-        return cls(kc, vc, n)
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.ctx_k, self.ctx_v = k, v
+        self.paths = 1
+        self.gen_k = self.gen_v = None
+        self.n_gen = 0
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n = self.length + k.shape[2]
-        self.k[:, :, self.length : n] = k
-        self.v[:, :, self.length : n] = v
-        self.length = n
-        return self.k[:, :, :n], self.v[:, :, :n]
+    @property
+    def length(self) -> int:
+        return self.ctx_k.shape[2] + self.n_gen
 
-    def repeat_interleave(self, repeats: int) -> KVCache:
-        """Share one series' context between its sampled paths."""
-        return KVCache(
-            self.k.repeat_interleave(repeats, dim=0),
-            self.v.repeat_interleave(repeats, dim=0),
-            self.length,
-        )
+    def expand(self, paths: int, capacity: int) -> KVCache:
+        """Make room for ``capacity`` generated tokens in each of ``paths`` paths per series."""
+        b, h, _, d = self.ctx_k.shape
+        self.paths = paths
+        self.gen_k = self.ctx_k.new_empty(b * paths, h, capacity, d)
+        self.gen_v = self.ctx_v.new_empty(b * paths, h, capacity, d)
+        return self
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k, v: (B * paths, heads, 1, head_dim) of the newest token."""
+        if self.gen_k is None or self.n_gen >= self.gen_k.shape[2]:
+            raise RuntimeError("KVCache is full: expand() it with enough capacity")
+        self.gen_k[:, :, self.n_gen] = k[:, :, 0]
+        self.gen_v[:, :, self.n_gen] = v[:, :, 0]
+        self.n_gen += 1
+
+    def attend(self, q: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of one query per row, q: (B * paths, heads, 1, head_dim)."""
+        n, h, _, d = q.shape
+        b, length = self.ctx_k.shape[0], self.ctx_k.shape[2]
+        q_series = q.view(b, self.paths, h, d).transpose(1, 2)  # (B, heads, paths, d)
+        scores = torch.matmul(q_series, self.ctx_k.transpose(-2, -1))  # (B, heads, paths, L)
+        scores = scores.transpose(1, 2).reshape(n, h, 1, length)
+        if self.n_gen:
+            gen_k, gen_v = self.gen_k[:, :, : self.n_gen], self.gen_v[:, :, : self.n_gen]
+            scores = torch.cat([scores, torch.matmul(q, gen_k.transpose(-2, -1))], dim=-1)
+        probs = torch.softmax(scores * d**-0.5, dim=-1)
+        p_ctx = probs[..., :length].reshape(b, self.paths, h, length).transpose(1, 2)
+        out = torch.matmul(p_ctx, self.ctx_v).transpose(1, 2).reshape(n, h, 1, d)
+        if self.n_gen:
+            out = out + torch.matmul(probs[..., length:], gen_v)
+        return out
 
 
 class SelfAttention(nn.Module):
@@ -127,16 +149,11 @@ class SelfAttention(nn.Module):
         return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        cache: KVCache | None = None,
-        capacity: int = 0,
+        self, x: torch.Tensor, cache: KVCache | None = None, prefill: bool = False
     ) -> tuple[torch.Tensor, KVCache | None]:
-        """Without a cache: plain causal attention over x (positions from 0).
-
-        With ``capacity`` > 0 and no cache, x is a prefill and a new cache is returned.
-        With a cache, x holds the next token(s) at positions cache.length onwards.
-        """
+        """Without a cache: causal attention over x, positions from 0 (with ``prefill`` the
+        keys and values come back as a new cache). With a cache: x is the next token of
+        each row, at the position after everything cached."""
         b, n, d = x.shape
         start = cache.length if cache is not None else 0
         cos, sin = self.rotary.tables(start + n, x.dtype)
@@ -144,16 +161,16 @@ class SelfAttention(nn.Module):
         q = apply_rotary(self._heads(self.q_proj(x)), cos, sin)
         k = apply_rotary(self._heads(self.k_proj(x)), cos, sin)
         v = self._heads(self.v_proj(x))
-        dropout = self.attn_dropout_p if self.training else 0.0
         if cache is None:
+            dropout = self.attn_dropout_p if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-            if capacity:
-                cache = KVCache.from_prefill(k, v, capacity)
+            if prefill:
+                cache = KVCache(k, v)
         else:
             if n != 1:
-                raise ValueError("cached attention takes one new token at a time")
-            k, v = cache.append(k, v)
-            out = F.scaled_dot_product_attention(q, k, v)  # the new token sees everything before it
+                raise ValueError("cached attention takes one new token per row")
+            cache.append(k, v)
+            out = cache.attend(q)  # the new token sees everything before it
         out = out.transpose(1, 2).reshape(b, n, d)
         return self.resid_dropout(self.out_proj(out)), cache
 
@@ -181,26 +198,25 @@ class CrossAttention(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
 
-    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of the memory, unrotated (what a single query attends to)."""
-        return self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
+    def memory(self, hidden: torch.Tensor) -> KVCache:
+        """Unrotated keys and values of hidden states, for single-query attention."""
+        return KVCache(self._heads(self.k_proj(hidden)), self._heads(self.v_proj(hidden)))
 
-    def forward(self, query: torch.Tensor, memory: torch.Tensor, causal: bool) -> torch.Tensor:
-        """Training form: query and memory have the same length and both are rotated."""
+    def forward(self, query: torch.Tensor, hidden: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Training form: query and hidden have the same length and both are rotated."""
         b, n, d = query.shape
         cos, sin = self.rotary.tables(n, query.dtype)
         q = apply_rotary(self._heads(self.q_proj(query)), cos, sin)
-        k, v = self.project_kv(memory)
-        k = apply_rotary(k, cos, sin)
+        k = apply_rotary(self._heads(self.k_proj(hidden)), cos, sin)
+        v = self._heads(self.v_proj(hidden))
         dropout = self.attn_dropout_p if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
         return self.resid_dropout(self.out_proj(out.transpose(1, 2).reshape(b, n, d)))
 
-    def attend_one(self, query: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Inference form: one query token per row over precomputed keys and values."""
+    def attend_one(self, query: torch.Tensor, memory: KVCache) -> torch.Tensor:
+        """Inference form: one query token per row over the memory's keys and values."""
         b, _, d = query.shape
-        q = self._heads(self.q_proj(query))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = memory.attend(self._heads(self.q_proj(query)))
         return self.out_proj(out.transpose(1, 2).reshape(b, 1, d))
 
 
@@ -223,9 +239,9 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, capacity: int = 0
+        self, x: torch.Tensor, cache: KVCache | None = None, prefill: bool = False
     ) -> tuple[torch.Tensor, KVCache | None]:
-        attn, cache = self.self_attn(self.norm1(x), cache, capacity)
+        attn, cache = self.self_attn(self.norm1(x), cache, prefill)
         x = x + attn
         x = x + self.ffn(self.norm2(x))
         return x, cache

@@ -27,9 +27,9 @@ class DependencyAwareLayer(nn.Module):
         """Training form: causal, rotated, one query per position."""
         return self.norm(hidden + self.cross_attn(s1_embed, hidden, causal=True))
 
-    def last(self, hidden_last, s1_embed, k, v) -> torch.Tensor:
-        """Inference form at the last position, over precomputed keys and values."""
-        return self.norm(hidden_last + self.cross_attn.attend_one(s1_embed, k, v))
+    def last(self, hidden_last: torch.Tensor, s1_embed: torch.Tensor, memory: KVCache) -> torch.Tensor:
+        """Inference form at the last position, over the window's keys and values."""
+        return self.norm(hidden_last + self.cross_attn.attend_one(s1_embed, memory))
 
 
 class DualHead(nn.Module):
@@ -109,15 +109,16 @@ class Kronos(
         s2: torch.Tensor,
         stamp: torch.Tensor | None,
         caches: list[KVCache] | None = None,
-        capacity: int = 0,
+        prefill: bool = False,
     ) -> tuple[torch.Tensor, list[KVCache] | None]:
-        """Final-normed hidden states. Reads/extends ``caches``, or builds them when capacity > 0."""
+        """Final-normed hidden states. With ``caches``, s1/s2 are the next token of each row;
+        with ``prefill``, the per-layer caches of this window are returned."""
         x = self.embed(s1, s2, stamp)
-        new_caches = []
+        out_caches = []
         for i, layer in enumerate(self.transformer):
-            x, cache = layer(x, caches[i] if caches is not None else None, capacity)
-            new_caches.append(cache)
-        return self.norm(x), (new_caches if (caches is not None or capacity) else None)
+            x, cache = layer(x, caches[i] if caches is not None else None, prefill)
+            out_caches.append(cache)
+        return self.norm(x), (out_caches if (caches is not None or prefill) else None)
 
     def decode_s1(self, s1, s2, stamp=None):
         """Full pass over a window: (s1 logits at every position, hidden states)."""
@@ -126,12 +127,11 @@ class Kronos(
 
     def decode_s2(self, hidden: torch.Tensor, s1_last: torch.Tensor) -> torch.Tensor:
         """s2 logits at the last position given the chosen s1 token (inference semantics)."""
-        k, v = self.dep_layer.cross_attn.project_kv(hidden)
-        return self.s2_logits_last(hidden[:, -1:], s1_last, k, v)
+        return self.s2_logits_last(hidden[:, -1:], s1_last, self.dep_layer.cross_attn.memory(hidden))
 
-    def s2_logits_last(self, hidden_last, s1_last, k, v) -> torch.Tensor:
+    def s2_logits_last(self, hidden_last: torch.Tensor, s1_last: torch.Tensor, memory: KVCache) -> torch.Tensor:
         s1_embed = self.embedding.emb_s1(s1_last.reshape(-1, 1))
-        return self.head.cond_forward(self.dep_layer.last(hidden_last, s1_embed, k, v))[:, -1]
+        return self.head.cond_forward(self.dep_layer.last(hidden_last, s1_embed, memory))[:, -1]
 
     def forward(self, s1, s2, stamp=None, s1_targets=None):
         """Training pass: (s1 logits, s2 logits) at every position.

@@ -1,0 +1,113 @@
+"""The cached engine against the full-recompute reference, and the sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kronos_alpha.generation import (
+    filter_logits,
+    generate,
+    generate_reference,
+    sample_tokens,
+    series_seed,
+    uniforms_for_seeds,
+)
+
+
+def _inputs(tokenizer, n, context, pred_len, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, context, 6, generator=g)
+    minutes = torch.arange(context + pred_len) * 5
+    stamp = torch.stack(
+        [minutes % 60, (minutes // 60) % 24, (minutes // 1440) % 7, 1 + (minutes // 1440) % 28, 1 + (minutes // 40320) % 12],
+        dim=-1,
+    ).float()
+    stamp = stamp.expand(n, -1, -1).contiguous()
+    with torch.no_grad():
+        s1, s2 = tokenizer.encode(x)
+    return s1, s2, stamp[:, :context], stamp[:, context:]
+
+
+@pytest.mark.parametrize(
+    "context,pred_len,max_context",
+    [
+        (20, 8, 64),  # the window never fills: pure cache
+        (20, 12, 24),  # fills, then slides for the last steps
+        (24, 5, 24),  # context exactly max_context: slides from step 1
+        (40, 6, 24),  # context longer than max_context: slides from the start
+        (1, 4, 8),  # a single context token
+    ],
+)
+@pytest.mark.parametrize("sample_count", [1, 3])
+def test_engine_equals_reference_greedy(tiny_pair, context, pred_len, max_context, sample_count):
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = _inputs(tokenizer, 3, context, pred_len)
+    args = (model, s1, s2, st, fst, pred_len, max_context, sample_count, 1.0, 1, 1.0)
+    e1, e2 = generate(*args)
+    r1, r2 = generate_reference(*args)
+    assert e1.shape == (3 * sample_count, context + pred_len)
+    assert torch.equal(e1, r1) and torch.equal(e2, r2)
+    assert torch.equal(e1[:, :context], s1.repeat_interleave(sample_count, 0))
+
+
+@pytest.mark.parametrize("top_k,top_p,temperature", [(0, 0.9, 1.0), (5, 1.0, 0.7), (0, 1.0, 1.3)])
+def test_engine_equals_reference_sampling_with_shared_random_numbers(tiny_pair, top_k, top_p, temperature):
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = _inputs(tokenizer, 2, 18, 10, seed=1)
+    u = uniforms_for_seeds([11, 12], 4, 10)
+    args = (model, s1, s2, st, fst, 10, 22, 4, temperature, top_k, top_p, u)
+    e1, e2 = generate(*args)
+    r1, r2 = generate_reference(*args)
+    assert torch.equal(e1, r1) and torch.equal(e2, r2)
+    # Different paths of one series really are different draws.
+    assert not torch.equal(e1[0], e1[1]) or not torch.equal(e2[0], e2[1])
+
+
+def test_a_series_draw_does_not_depend_on_its_batch(tiny_pair):
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = _inputs(tokenizer, 3, 16, 6, seed=2)
+    seeds = [series_seed(7, i) for i in range(3)]
+    u = uniforms_for_seeds(seeds, 2, 6)
+    alone = generate(model, s1[1:2], s2[1:2], st[1:2], fst[1:2], 6, 32, 2, 1.0, 0, 0.95, u[1:2])
+    batch = generate(model, s1, s2, st, fst, 6, 32, 2, 1.0, 0, 0.95, u)
+    assert torch.equal(alone[0], batch[0][2:4]) and torch.equal(alone[1], batch[1][2:4])
+
+
+def test_top_k_keeps_exactly_k_and_top_p_keeps_the_crossing_token():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[True, True, False, False, False]]
+    probs = torch.softmax(logits, -1)[0]
+    # Cumulative mass after the first token is probs[0] < 0.7, so the second is kept too.
+    assert probs[0] < 0.7 < probs[0] + probs[1]
+    kept = torch.isfinite(filter_logits(logits, top_p=0.7))
+    assert kept.tolist() == [[True, True, False, False, False]]
+    assert torch.isfinite(filter_logits(logits)).all()
+
+
+def test_inverse_cdf_sampling_matches_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).expand(20000, -1)
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
+    draws = sample_tokens(logits, 1.0, 0, 1.0, u)
+    freq = torch.bincount(draws, minlength=3).float() / 20000
+    assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.015)
+    # A filtered-out token is never drawn, whatever the random number.
+    edge = sample_tokens(logits[:4], 1.0, 2, 1.0, torch.tensor([0.0, 0.5, 0.99, 1.0]))
+    assert edge.tolist() == [0, 0, 1, 1]
+
+
+def test_seeds_are_reproducible_and_distinct():
+    a = uniforms_for_seeds([series_seed(1, 2)], 2, 3)
+    b = uniforms_for_seeds([series_seed(1, 2)], 2, 3)
+    c = uniforms_for_seeds([series_seed(1, 3)], 2, 3)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_bad_lengths_are_errors(tiny_pair):
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = _inputs(tokenizer, 1, 8, 4)
+    with pytest.raises(ValueError, match="pred_len"):
+        generate(model, s1, s2, st, fst, 0, 16)
+    with pytest.raises(ValueError, match="stamp"):
+        generate(model, s1, s2, st, fst[:, :2], 4, 16)
