@@ -14,6 +14,7 @@ import sys
 # (module, ...) each providing register(subparsers); order is the order in --help.
 COMMAND_MODULES = [
     "kronos_alpha.commands.info",
+    "kronos_alpha.commands.forecast",
     "kronos_alpha.commands.evaluate",
     "kronos_alpha.commands.finetune",
     "kronos_alpha.commands.qlib_data",

@@ -1,0 +1,187 @@
+"""``kronos-alpha forecast``: bars from a CSV/parquet file (or the bundled sample) -> a
+forecast table and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+TIME_COLS = ("datetime", "timestamps", "timestamp", "date", "time")
+INSTRUMENT_COLS = ("instrument", "ticker", "symbol", "code")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "forecast",
+        help="forecast returns from a CSV/parquet file or the bundled sample, with a chart",
+        description=(
+            "Forecast close-to-close returns over --horizon bars for the chosen decision times. "
+            "Input: a CSV or parquet file with a time column (datetime/timestamps/date), open high "
+            "low close [volume amount] and optionally an instrument column; or --sample TICKER "
+            "(daily AAPL/GOOG/IBM/MSFT 2000-2013 from bokeh-sampledata). Without --model the Hub's "
+            "kronos-small is used, or offline the small checkpoint bundled with the package."
+        ),
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--input", "-i", help="CSV or parquet file of bars")
+    src.add_argument("--sample", help="bundled sample ticker(s), comma separated (default AAPL)")
+    p.add_argument(
+        "--model", help="zoo name, Hub id or folder (default: kronos-small / offline default)"
+    )
+    p.add_argument("--tokenizer", help="tokenizer folder or Hub id, when --model does not imply it")
+    p.add_argument("--lookback", type=int, default=90, help="bars of context (default 90)")
+    p.add_argument("--horizon", type=int, default=10, help="bars to forecast (default 10)")
+    p.add_argument(
+        "--samples", type=int, default=20, help="sampled paths per forecast (default 20)"
+    )
+    p.add_argument("--T", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--date", action="append", help="decision time (repeatable); default: the last bar"
+    )
+    when.add_argument(
+        "--last", type=int, default=1, help="forecast at each of the last N bars (default 1)"
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: auto)")
+    p.add_argument("--dtype", help="float32 (default), bf16 or fp16 (cuda)")
+    p.add_argument("--cache-dir", help="forecast cache folder (default: none)")
+    p.add_argument(
+        "--out",
+        "-o",
+        default="forecast.csv",
+        help="table file, .csv or .parquet (default forecast.csv)",
+    )
+    p.add_argument(
+        "--chart",
+        default="forecast.png",
+        help="PNG chart of one forecast (default forecast.png; '' for none)",
+    )
+    p.add_argument("--chart-instrument", help="instrument to chart (default: the first)")
+    p.add_argument(
+        "--context", type=int, default=60, help="bars of context drawn in the chart (default 60)"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def read_bars(path: str):
+    """A file of bars -> a dict {instrument: frame indexed by time} or one frame."""
+    import pandas as pd
+
+    f = Path(path)
+    if not f.is_file():
+        raise FileNotFoundError(f"input file {path!r} does not exist")
+    if f.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(f)
+    else:
+        df = pd.read_csv(f)
+    cols = {c.lower().lstrip("$"): c for c in df.columns}
+    time_col = next((cols[c] for c in TIME_COLS if c in cols), None)
+    if time_col is None:
+        if isinstance(df.index, pd.DatetimeIndex):
+            df = df.reset_index()
+            time_col = df.columns[0]
+        else:
+            raise ValueError(
+                f"{path}: no time column; expected one of {list(TIME_COLS)}, found {list(df.columns)}"
+            )
+    df[time_col] = pd.to_datetime(df[time_col])
+    inst_col = next((cols[c] for c in INSTRUMENT_COLS if c in cols), None)
+    if inst_col is None:
+        return {f.stem: df.set_index(time_col).drop(columns=[], errors="ignore")}
+    return {
+        str(k): g.drop(columns=inst_col).set_index(time_col)
+        for k, g in df.groupby(inst_col, sort=True)
+    }
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from .. import distributed
+    from ..forecaster import Forecaster, split_panel
+
+    distributed.init_from_env()
+    if args.input:
+        panel = read_bars(args.input)
+    else:
+        from ..sample_data import load_panel
+
+        panel = load_panel([t.strip() for t in (args.sample or "AAPL").split(",") if t.strip()])
+    frames = split_panel(panel)
+    fc = Forecaster(
+        model=args.model,
+        tokenizer=args.tokenizer,
+        lookback=args.lookback,
+        horizon=args.horizon,
+        sample_count=args.samples,
+        T=args.T,
+        top_p=args.top_p,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        cache_dir=args.cache_dir,
+        return_paths=bool(args.chart),
+        progress=not args.quiet,
+    )
+    if args.date:
+        dates = args.date
+    else:
+        times = pd.DatetimeIndex(sorted(set().union(*(df.index for df in frames.values()))))
+        dates = times[-max(1, args.last) :]
+    table = fc.forecast(frames, dates=dates)
+    if distributed.rank() != 0:
+        return 0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() in (".parquet", ".pq"):
+        table.to_parquet(out)
+    else:
+        table.to_csv(out)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(
+            table.drop(columns=[c for c in table.columns if c.startswith("close_h")])
+            .round(5)
+            .to_string()
+        )
+    print(json.dumps({"table": str(out), **fc.report}, default=str), file=sys.stderr)
+    if args.chart:
+        if table.empty:
+            raise ValueError(
+                f"no forecast to chart: every window was skipped ({fc.report['skipped']})"
+            )
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from ..charts import plot_forecast
+
+        name = args.chart_instrument or table.index.get_level_values("instrument")[0]
+        rows = (
+            table.xs(name, level="instrument")
+            if name in table.index.get_level_values("instrument")
+            else None
+        )
+        if rows is None:
+            raise ValueError(
+                f"--chart-instrument {name!r} has no forecast; have {sorted(set(table.index.get_level_values(1)))}"
+            )
+        t = rows.index[-1]
+        future, paths = fc.paths_[(t, name)]
+        hist = frames[name].loc[:t]
+        fig = plot_forecast(
+            hist,
+            future,
+            paths,
+            title=f"{name} at {t:%Y-%m-%d %H:%M}".replace(" 00:00", ""),
+            context=args.context,
+        )
+        fig.text(
+            0.99, 0.01, f"model: {fc.source_}", ha="right", va="bottom", fontsize=7, color="grey"
+        )
+        Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.chart)
+        print(f"chart: {args.chart}", file=sys.stderr)
+    return 0
