@@ -80,7 +80,7 @@ def optimize_weights(
     turnover: float | None = None,
     solver: str = "CLARABEL",
     date=None,
-    tol: float = 1e-6,
+    tol: float = 1e-7,
 ) -> pd.Series:
     """One date's optimal weights over the instruments of ``alpha`` (NaN alphas are dropped).
 
@@ -123,7 +123,7 @@ def optimize_weights(
             )
         S = cov.loc[names, names].to_numpy()
         obj = obj - risk_aversion * cp.quad_form(w, cp.psd_wrap(S))
-    w0 = None
+    w0, forced = None, 0.0
     if turnover is not None and prev is not None and prev.abs().sum() > 0:
         w0 = prev.reindex(names).fillna(0.0).to_numpy()
         # names held but no longer scored must be sold: that part of the turnover is forced
@@ -141,7 +141,23 @@ def optimize_weights(
             f"turnover {turnover}) cannot be met together"
         )
     out = pd.Series(np.asarray(w.value).ravel(), index=names)
-    out[out.abs() < tol] = 0.0
+    out[out.abs() < 1e-10] = 0.0
+    # trust but verify: a solver "optimal" within its own tolerance must also meet ours
+    v = out.to_numpy()
+    worst = {
+        "bounds": max(lower - v.min(), v.max() - upper),
+        "gross": np.abs(v).sum() - gross,
+        "net": max(lo_net - v.sum(), v.sum() - hi_net),
+    }
+    if X is not None:
+        worst["exposure"] = np.abs(X.to_numpy().T @ v).max() - max_exposure
+    if w0 is not None:
+        worst["turnover"] = np.abs(v - w0).sum() + forced - turnover
+    broken = {k: float(x) for k, x in worst.items() if x > tol}
+    if broken:
+        raise InfeasibleWeightsError(
+            f"solver {solver}{day} returned weights breaking {broken} (tol {tol})"
+        )
     return out
 
 
