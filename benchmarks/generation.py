@@ -1,0 +1,118 @@
+"""Cached generation engine vs the plain full-recompute loop (the published algorithm).
+
+Kronos-small dimensions, random weights, float32, CPU. Prints one JSON object:
+{"cases": [{"name", "engine_s", "reference_s", "speedup", "max_rel_diff", "tokens_per_s",
+"reference_tokens_per_s", "identical_tokens", "peak_rss_mb"}, ...], ...}
+
+    python benchmarks/generation.py            # all three cases
+    python benchmarks/generation.py --cases c  # one case
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+from kronos_alpha import Kronos, KronosTokenizer
+from kronos_alpha.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
+from kronos_alpha.generation import generate, generate_reference
+
+# name: (series, context, pred_len, sample_count)
+CASES = {"a": (1, 400, 120, 1), "b": (1, 256, 120, 1), "c": (32, 90, 10, 5)}
+MAX_CONTEXT = 512
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def inputs(tokenizer, n, context, pred_len, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, context, 6, generator=g).clamp(-5, 5)
+    minutes = torch.arange(context + pred_len) * 5
+    stamp = torch.stack(
+        [minutes % 60, (minutes // 60) % 24, (minutes // 1440) % 7, 1 + (minutes // 1440) % 28, 1 + (minutes // 40320) % 12],
+        dim=-1,
+    ).float()
+    stamp = stamp.expand(n, -1, -1)
+    s1, s2 = tokenizer.encode(x, half=True)
+    return s1, s2, stamp[:, :context].contiguous(), stamp[:, context:].contiguous()
+
+
+def timed(fn, repeats):
+    best = float("inf")
+    out = None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def run_case(name, model, tokenizer, repeats):
+    n, context, pred_len, samples = CASES[name]
+    s1, s2, stamp, future = inputs(tokenizer, n, context, pred_len)
+    args = (model, s1, s2, stamp, future, pred_len, MAX_CONTEXT, samples, 1.0, 1, 1.0)  # greedy
+    generate(*args)  # warm-up (allocator, thread pool)
+    engine_s, (e1, e2) = timed(lambda: generate(*args), repeats)
+    reference_s, (r1, r2) = timed(lambda: generate_reference(*args), 1)
+    # Decode both token streams and compare the forecasts they give.
+    w = slice(max(0, e1.shape[1] - MAX_CONTEXT), e1.shape[1])
+    with torch.no_grad():
+        ze = tokenizer.decode((e1[:, w], e2[:, w]))[:, -pred_len:]
+        zr = tokenizer.decode((r1[:, w], r2[:, w]))[:, -pred_len:]
+    rel = ((ze - zr).abs() / zr.abs().clamp_min(1e-6)).max().item()
+    tokens = n * samples * pred_len
+    return {
+        "name": name,
+        "series": n,
+        "context": context,
+        "pred_len": pred_len,
+        "sample_count": samples,
+        "engine_s": round(engine_s, 4),
+        "reference_s": round(reference_s, 4),
+        "speedup": round(reference_s / engine_s, 2),
+        "tokens_per_s": round(tokens / engine_s, 1),
+        "reference_tokens_per_s": round(tokens / reference_s, 1),
+        "identical_tokens": bool(torch.equal(e1, r1) and torch.equal(e2, r2)),
+        "max_rel_diff": rel,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default="abc", help="which of a, b, c to run")
+    parser.add_argument("--repeats", type=int, default=3, help="engine timing repeats (best is kept)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = Kronos(**without_dropout(KRONOS_SMALL)).eval()
+    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
+    cases = [run_case(c, model, tokenizer, args.repeats) for c in args.cases]
+    print(
+        json.dumps(
+            {
+                "cases": cases,
+                "model": "Kronos-small dimensions, random weights, float32",
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+                "numpy": np.__version__,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
