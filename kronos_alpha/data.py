@@ -76,7 +76,7 @@ def as_timestamps(ts, name: str = "timestamps") -> pd.DatetimeIndex:
 
 def time_features(ts: pd.DatetimeIndex) -> np.ndarray:
     """Calendar stamps (minute, hour, weekday with Monday=0, day, month) as float32 (n, 5)."""
-    return np.column_stack([ts.minute, ts.hour, ts.weekday, ts.day, ts.month]).astype(np.float32)
+    return np.column_stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month]).astype(np.float32)
 
 
 def scaler_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
