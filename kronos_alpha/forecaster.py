@@ -603,6 +603,7 @@ class Forecaster:
         self.report = {
             "requested": requested,
             "computed": len(windows) - from_cache,
+            "computed_by_this_rank": self._computed_here,
             "from_cache": from_cache,
             "skipped": {k: v for k, v in skipped.items()},
             "skipped_total": int(sum(skipped.values())),
@@ -711,6 +712,7 @@ class Forecaster:
         if distributed.active():
             for i, arr in distributed.gather(list(zip(mine, computed))):
                 paths[i] = arr
+        self._computed_here = len(mine)
         return paths, futures, from_cache, 0 if cache is None else cache.corrupt
 
     def _compute(self, windows, futures, seeds, lookback: int) -> list[np.ndarray]:
