@@ -37,7 +37,13 @@ def inputs(tokenizer, n, context, pred_len, seed=0):
     x = torch.randn(n, context, 6, generator=g).clamp(-5, 5)
     minutes = torch.arange(context + pred_len) * 5
     stamp = torch.stack(
-        [minutes % 60, (minutes // 60) % 24, (minutes // 1440) % 7, 1 + (minutes // 1440) % 28, 1 + (minutes // 40320) % 12],
+        [
+            minutes % 60,
+            (minutes // 60) % 24,
+            (minutes // 1440) % 7,
+            1 + (minutes // 1440) % 28,
+            1 + (minutes // 40320) % 12,
+        ],
         dim=-1,
     ).float()
     stamp = stamp.expand(n, -1, -1)
@@ -89,8 +95,12 @@ def run_case(name, model, tokenizer, repeats):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="abc", help="which of a, b, c to run")
-    parser.add_argument("--repeats", type=int, default=3, help="engine timing repeats (best is kept)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="engine timing repeats (best is kept)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

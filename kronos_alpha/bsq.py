@@ -21,10 +21,14 @@ def binary_entropy(p: torch.Tensor) -> torch.Tensor:
 class BinarySphericalQuantizer(nn.Module):
     """Sign quantiser with the commitment and entropy losses used in training."""
 
-    def __init__(self, embed_dim: int, beta: float, gamma0: float, gamma: float, zeta: float, group_size: int):
+    def __init__(
+        self, embed_dim: int, beta: float, gamma0: float, gamma: float, zeta: float, group_size: int
+    ):
         super().__init__()
         if embed_dim % group_size:
-            raise ValueError(f"group_size ({group_size}) must divide s1_bits + s2_bits ({embed_dim})")
+            raise ValueError(
+                f"group_size ({group_size}) must divide s1_bits + s2_bits ({embed_dim})"
+            )
         self.embed_dim = embed_dim
         self.beta, self.gamma0, self.gamma, self.zeta = beta, gamma0, gamma, zeta
         # Both buffers are stored in the published checkpoints (most significant bit first);
@@ -48,11 +52,22 @@ class BinarySphericalQuantizer(nn.Module):
 class BSQuantizer(nn.Module):
     """Splits BSQ codes into the coarse (s1) and fine (s2) token indices."""
 
-    def __init__(self, s1_bits: int, s2_bits: int, beta: float, gamma0: float, gamma: float, zeta: float, group_size: int):
+    def __init__(
+        self,
+        s1_bits: int,
+        s2_bits: int,
+        beta: float,
+        gamma0: float,
+        gamma: float,
+        zeta: float,
+        group_size: int,
+    ):
         super().__init__()
         self.s1_bits, self.s2_bits = s1_bits, s2_bits
         self.codebook_dim = s1_bits + s2_bits
-        self.bsq = BinarySphericalQuantizer(self.codebook_dim, beta, gamma0, gamma, zeta, group_size)
+        self.bsq = BinarySphericalQuantizer(
+            self.codebook_dim, beta, gamma0, gamma, zeta, group_size
+        )
 
     @staticmethod
     def bits_to_index(code: torch.Tensor) -> torch.Tensor:
@@ -64,7 +79,10 @@ class BSQuantizer(nn.Module):
         """Returns (code, bsq loss, indices): indices are (s1, s2) when half, else one index."""
         code, loss = self.bsq(F.normalize(z, dim=-1))
         if half:
-            indices = (self.bits_to_index(code[..., : self.s1_bits]), self.bits_to_index(code[..., self.s1_bits :]))
+            indices = (
+                self.bits_to_index(code[..., : self.s1_bits]),
+                self.bits_to_index(code[..., self.s1_bits :]),
+            )
         else:
             indices = self.bits_to_index(code)
         return code, loss, indices

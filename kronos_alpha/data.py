@@ -53,14 +53,18 @@ def ohlcv_matrix(df: pd.DataFrame, name: str = "df") -> np.ndarray:
     neg = prices < 0
     if neg.any():
         row, col = np.argwhere(neg)[0]
-        raise InputError(f"{name} has a negative price in column {PRICE_COLS[col]!r} at row {df.index[row]!r}")
+        raise InputError(
+            f"{name} has a negative price in column {PRICE_COLS[col]!r} at row {df.index[row]!r}"
+        )
     return x.astype(np.float32)
 
 
 def as_timestamps(ts, name: str = "timestamps") -> pd.DatetimeIndex:
     """A DatetimeIndex from a Series, Index or list; strictly increasing, no duplicates."""
     try:
-        idx = pd.DatetimeIndex(pd.to_datetime(pd.Series(ts).to_numpy() if not isinstance(ts, pd.Index) else ts))
+        idx = pd.DatetimeIndex(
+            pd.to_datetime(pd.Series(ts).to_numpy() if not isinstance(ts, pd.Index) else ts)
+        )
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} are not timestamps: {exc}") from exc
     if idx.hasnans:
@@ -70,13 +74,17 @@ def as_timestamps(ts, name: str = "timestamps") -> pd.DatetimeIndex:
         raise InputError(f"{name} contain a duplicated timestamp {dup}")
     if not idx.is_monotonic_increasing:
         pos = int(np.argmax(np.diff(idx.asi8) < 0)) + 1
-        raise InputError(f"{name} are out of order at position {pos} ({idx[pos - 1]} then {idx[pos]})")
+        raise InputError(
+            f"{name} are out of order at position {pos} ({idx[pos - 1]} then {idx[pos]})"
+        )
     return idx
 
 
 def time_features(ts: pd.DatetimeIndex) -> np.ndarray:
     """Calendar stamps (minute, hour, weekday with Monday=0, day, month) as float32 (n, 5)."""
-    return np.column_stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month]).astype(np.float32)
+    return np.column_stack([ts.minute, ts.hour, ts.day_of_week, ts.day, ts.month]).astype(
+        np.float32
+    )
 
 
 def scaler_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 
-
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Top-k filtering when top_k > 0, otherwise nucleus filtering when top_p < 1."""
     if top_k > 0:
@@ -53,7 +52,10 @@ def sample_tokens(
 
 def series_seed(*keys: int) -> int:
     """A 63-bit seed derived from integer keys (e.g. a global seed and a series number)."""
-    return int(np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+    return int(
+        np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0]
+        >> np.uint64(1)
+    )
 
 
 def uniforms_for_seeds(seeds, sample_count: int, pred_len: int) -> torch.Tensor:
@@ -140,7 +142,9 @@ def generate(
         if i > 0:
             if n <= max_context:  # append the previous token to the cached window
                 prev = slice(n - 1, n)
-                h_last, caches = model.hidden(tok1[:, prev], tok2[:, prev], all_stamp_rows[:, prev], caches)
+                h_last, caches = model.hidden(
+                    tok1[:, prev], tok2[:, prev], all_stamp_rows[:, prev], caches
+                )
                 memory.append(*_heads_kv(dep, h_last))
             else:  # the window slides: positions restart at its start, recompute it
                 w = slice(n - max_context, n)
@@ -217,7 +221,20 @@ def sample_paths(
         uniforms = uniforms.to(device)
     s1, s2 = tokenizer.encode(xt, half=True)
     run = generate_reference if reference else generate
-    tok1, tok2 = run(model, s1, s2, st, fst, pred_len, max_context, sample_count, temperature, top_k, top_p, uniforms)
+    tok1, tok2 = run(
+        model,
+        s1,
+        s2,
+        st,
+        fst,
+        pred_len,
+        max_context,
+        sample_count,
+        temperature,
+        top_k,
+        top_p,
+        uniforms,
+    )
     total = tok1.shape[1]
     w = slice(max(0, total - max_context), total)
     z = tokenizer.decode((tok1[:, w], tok2[:, w]), half=True)[:, -pred_len:]

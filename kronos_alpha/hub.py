@@ -21,7 +21,9 @@ class CheckpointError(ValueError):
     """A checkpoint folder or file that cannot be loaded as asked."""
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_state_dict_strict(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str
+) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -57,7 +59,9 @@ class HubMixin(PyTorchModelHubMixin):
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         except TypeError as exc:  # config.json without a required constructor argument
-            raise CheckpointError(f"{path}: config.json does not fit {cls.__name__}: {exc}") from exc
+            raise CheckpointError(
+                f"{path}: config.json does not fit {cls.__name__}: {exc}"
+            ) from exc
 
     @classmethod
     def _from_pretrained(

@@ -56,7 +56,12 @@ class RotaryEmbedding(nn.Module):
     def tables(self, n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin for positions 0..n-1, shape (n, dim)."""
         t = self._tables
-        if t is None or t[0].shape[0] < n or t[0].dtype != dtype or t[0].device != self.inv_freq.device:
+        if (
+            t is None
+            or t[0].shape[0] < n
+            or t[0].dtype != dtype
+            or t[0].device != self.inv_freq.device
+        ):
             size = max(n, 256)
             pos = torch.arange(size, device=self.inv_freq.device).type_as(self.inv_freq)
             freqs = torch.outer(pos, self.inv_freq)
@@ -130,7 +135,9 @@ class KVCache:
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention with rotary positions."""
 
-    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
+    def __init__(
+        self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0
+    ):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -182,7 +189,9 @@ class CrossAttention(nn.Module):
     (position 0), as in the published implementation.
     """
 
-    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
+    def __init__(
+        self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0
+    ):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads

@@ -18,7 +18,13 @@ from .layers import CrossAttention, KVCache, RMSNorm, TransformerBlock
 class DependencyAwareLayer(nn.Module):
     """s2 conditioning: RMSNorm(hidden + cross-attention(s1 embedding -> hidden states))."""
 
-    def __init__(self, d_model: int, n_heads: int = 4, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int = 4,
+        attn_dropout_p: float = 0.0,
+        resid_dropout_p: float = 0.0,
+    ):
         super().__init__()
         self.cross_attn = CrossAttention(d_model, n_heads, attn_dropout_p, resid_dropout_p)
         self.norm = RMSNorm(d_model)
@@ -27,7 +33,9 @@ class DependencyAwareLayer(nn.Module):
         """Training form: causal, rotated, one query per position."""
         return self.norm(hidden + self.cross_attn(s1_embed, hidden, causal=True))
 
-    def last(self, hidden_last: torch.Tensor, s1_embed: torch.Tensor, memory: KVCache) -> torch.Tensor:
+    def last(
+        self, hidden_last: torch.Tensor, s1_embed: torch.Tensor, memory: KVCache
+    ) -> torch.Tensor:
         """Inference form at the last position, over the window's keys and values."""
         return self.norm(hidden_last + self.cross_attn.attend_one(s1_embed, memory))
 
@@ -77,7 +85,9 @@ class Kronos(
         self.token_drop = nn.Dropout(token_dropout_p)
         self.transformer = nn.ModuleList(
             [
-                TransformerBlock(d_model, n_heads, ff_dim, ffn_dropout_p, attn_dropout_p, resid_dropout_p)
+                TransformerBlock(
+                    d_model, n_heads, ff_dim, ffn_dropout_p, attn_dropout_p, resid_dropout_p
+                )
                 for _ in range(n_layers)
             ]
         )
@@ -127,9 +137,13 @@ class Kronos(
 
     def decode_s2(self, hidden: torch.Tensor, s1_last: torch.Tensor) -> torch.Tensor:
         """s2 logits at the last position given the chosen s1 token (inference semantics)."""
-        return self.s2_logits_last(hidden[:, -1:], s1_last, self.dep_layer.cross_attn.memory(hidden))
+        return self.s2_logits_last(
+            hidden[:, -1:], s1_last, self.dep_layer.cross_attn.memory(hidden)
+        )
 
-    def s2_logits_last(self, hidden_last: torch.Tensor, s1_last: torch.Tensor, memory: KVCache) -> torch.Tensor:
+    def s2_logits_last(
+        self, hidden_last: torch.Tensor, s1_last: torch.Tensor, memory: KVCache
+    ) -> torch.Tensor:
         s1_embed = self.embedding.emb_s1(s1_last.reshape(-1, 1))
         return self.head.cond_forward(self.dep_layer.last(hidden_last, s1_embed, memory))[:, -1]
 
@@ -143,13 +157,17 @@ class Kronos(
         s1_logits = self.head(h)
         if s1_targets is None:
             probs = F.softmax(s1_logits.detach(), dim=-1)
-            s1_targets = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+            s1_targets = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(
+                probs.shape[:-1]
+            )
         s2_logits = self.head.cond_forward(self.dep_layer(h, self.embedding.emb_s1(s1_targets)))
         return s1_logits, s2_logits
 
     def loss(self, s1, s2, stamp=None) -> dict[str, torch.Tensor]:
         """Next-token objective: inputs 0..T-2, targets 1..T-1, s1 teacher-forced."""
-        s1_logits, s2_logits = self(s1[:, :-1], s2[:, :-1], None if stamp is None else stamp[:, :-1], s1[:, 1:])
+        s1_logits, s2_logits = self(
+            s1[:, :-1], s2[:, :-1], None if stamp is None else stamp[:, :-1], s1[:, 1:]
+        )
         ce_s1 = F.cross_entropy(s1_logits.reshape(-1, s1_logits.shape[-1]), s1[:, 1:].reshape(-1))
         ce_s2 = F.cross_entropy(s2_logits.reshape(-1, s2_logits.shape[-1]), s2[:, 1:].reshape(-1))
         return {"loss": (ce_s1 + ce_s2) / 2, "ce_s1": ce_s1, "ce_s2": ce_s2}

@@ -53,7 +53,9 @@ class Prepared:
     index: pd.DatetimeIndex  # forecast timestamps
 
 
-def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, clip: float, name: str = "df") -> Prepared:
+def prepare_series(
+    df, x_timestamp, y_timestamp, pred_len: int, clip: float, name: str = "df"
+) -> Prepared:
     if not isinstance(pred_len, (int, np.integer)) or pred_len <= 0:
         raise InputError(f"pred_len must be a positive integer, got {pred_len!r}")
     x = ohlcv_matrix(df, name)
@@ -68,7 +70,9 @@ def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, clip: float, nam
     if yt[0] <= xt[-1]:
         raise InputError(f"y_timestamp starts at {yt[0]}, not after the last context bar {xt[-1]}")
     mean, std = scaler_stats(x)
-    return Prepared(normalize(x, mean, std, clip), time_features(xt), time_features(yt), mean, std, yt)
+    return Prepared(
+        normalize(x, mean, std, clip), time_features(xt), time_features(yt), mean, std, yt
+    )
 
 
 class KronosPredictor:
@@ -78,7 +82,9 @@ class KronosPredictor:
     sampled path rather than their mean.
     """
 
-    def __init__(self, model, tokenizer, device: str | None = None, max_context: int = 512, clip: float = 5):
+    def __init__(
+        self, model, tokenizer, device: str | None = None, max_context: int = 512, clip: float = 5
+    ):
         check_compatible(model, tokenizer)
         self.device = device or auto_device()
         self.model = model.to(self.device).eval()
@@ -107,19 +113,25 @@ class KronosPredictor:
         Series may have different context lengths; equal lengths are batched together.
         """
         if not (len(df_list) == len(x_timestamp_list) == len(y_timestamp_list)):
-            raise InputError("df_list, x_timestamp_list and y_timestamp_list must have the same length")
+            raise InputError(
+                "df_list, x_timestamp_list and y_timestamp_list must have the same length"
+            )
         if len(df_list) == 0:
             raise InputError("df_list is empty")
         if sample_count < 1:
             raise InputError(f"sample_count must be at least 1, got {sample_count}")
         prepared = [
-            prepare_series(df, xt, yt, pred_len, self.clip, name=f"df_list[{i}]" if len(df_list) > 1 else "df")
+            prepare_series(
+                df, xt, yt, pred_len, self.clip, name=f"df_list[{i}]" if len(df_list) > 1 else "df"
+            )
             for i, (df, xt, yt) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list))
         ]
         uniforms = None
         if seed is not None:
             # Series i always gets stream (seed, i): reproducible, batch-composition free.
-            uniforms = uniforms_for_seeds([series_seed(seed, i) for i in range(len(prepared))], sample_count, pred_len)
+            uniforms = uniforms_for_seeds(
+                [series_seed(seed, i) for i in range(len(prepared))], sample_count, pred_len
+            )
         out: list[np.ndarray | None] = [None] * len(prepared)
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(prepared):
@@ -157,7 +169,18 @@ class KronosPredictor:
         seed: int | None = None,
     ) -> pd.DataFrame:
         """Mean forecast path as a DataFrame indexed by ``y_timestamp``."""
-        return self.predict_batch([df], [x_timestamp], [y_timestamp], pred_len, T, top_k, top_p, sample_count, verbose, seed)[0]
+        return self.predict_batch(
+            [df],
+            [x_timestamp],
+            [y_timestamp],
+            pred_len,
+            T,
+            top_k,
+            top_p,
+            sample_count,
+            verbose,
+            seed,
+        )[0]
 
     def predict_batch(
         self,
@@ -173,8 +196,21 @@ class KronosPredictor:
         seed: int | None = None,
     ) -> list[pd.DataFrame]:
         """One mean-path DataFrame per series, in input order."""
-        paths = self.predict_paths(df_list, x_timestamp_list, y_timestamp_list, pred_len, T, top_k, top_p, sample_count, seed, verbose)
+        paths = self.predict_paths(
+            df_list,
+            x_timestamp_list,
+            y_timestamp_list,
+            pred_len,
+            T,
+            top_k,
+            top_p,
+            sample_count,
+            seed,
+            verbose,
+        )
         return [
-            pd.DataFrame(p.mean(axis=0), columns=FEATURE_COLS, index=as_timestamps(yt, "y_timestamp"))
+            pd.DataFrame(
+                p.mean(axis=0), columns=FEATURE_COLS, index=as_timestamps(yt, "y_timestamp")
+            )
             for p, yt in zip(paths, y_timestamp_list)
         ]

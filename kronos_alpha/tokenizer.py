@@ -48,7 +48,9 @@ class KronosTokenizer(
         self.codebook_dim = s1_bits + s2_bits
 
         def block():
-            return TransformerBlock(d_model, n_heads, ff_dim, ffn_dropout_p, attn_dropout_p, resid_dropout_p)
+            return TransformerBlock(
+                d_model, n_heads, ff_dim, ffn_dropout_p, attn_dropout_p, resid_dropout_p
+            )
 
         self.embed = nn.Linear(d_in, d_model)
         self.head = nn.Linear(d_model, d_in)

@@ -32,7 +32,9 @@ def fixture_dir() -> Path:
 def upstream_tiny(fixture_dir):
     from kronos_alpha import Kronos, KronosTokenizer
 
-    return Kronos.from_pretrained(fixture_dir / "model"), KronosTokenizer.from_pretrained(fixture_dir / "tokenizer")
+    return Kronos.from_pretrained(fixture_dir / "model"), KronosTokenizer.from_pretrained(
+        fixture_dir / "tokenizer"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,13 @@ def _inputs(tokenizer, n, context, pred_len, seed=0):
     x = torch.randn(n, context, 6, generator=g)
     minutes = torch.arange(context + pred_len) * 5
     stamp = torch.stack(
-        [minutes % 60, (minutes // 60) % 24, (minutes // 1440) % 7, 1 + (minutes // 1440) % 28, 1 + (minutes // 40320) % 12],
+        [
+            minutes % 60,
+            (minutes // 60) % 24,
+            (minutes // 1440) % 7,
+            1 + (minutes // 1440) % 28,
+            1 + (minutes // 40320) % 12,
+        ],
         dim=-1,
     ).float()
     stamp = stamp.expand(n, -1, -1).contiguous()
@@ -52,7 +58,9 @@ def test_engine_equals_reference_greedy(tiny_pair, context, pred_len, max_contex
 
 
 @pytest.mark.parametrize("top_k,top_p,temperature", [(0, 0.9, 1.0), (5, 1.0, 0.7), (0, 1.0, 1.3)])
-def test_engine_equals_reference_sampling_with_shared_random_numbers(tiny_pair, top_k, top_p, temperature):
+def test_engine_equals_reference_sampling_with_shared_random_numbers(
+    tiny_pair, top_k, top_p, temperature
+):
     model, tokenizer = tiny_pair
     s1, s2, st, fst = _inputs(tokenizer, 2, 18, 10, seed=1)
     u = uniforms_for_seeds([11, 12], 4, 10)

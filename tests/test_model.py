@@ -57,9 +57,13 @@ def _published_keys(section: str, n_layers: int) -> dict[str, tuple[int, ...]]:
 
 def test_state_dict_keys_match_the_published_checkpoints():
     tok = on_meta(KronosTokenizer, **TOKENIZER_BASE)
-    assert {k: tuple(v.shape) for k, v in tok.state_dict().items()} == _published_keys("Kronos-Tokenizer-base", 4)
+    assert {k: tuple(v.shape) for k, v in tok.state_dict().items()} == _published_keys(
+        "Kronos-Tokenizer-base", 4
+    )
     model = on_meta(Kronos, **KRONOS_SMALL)
-    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == _published_keys("Kronos-small", 8)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == _published_keys(
+        "Kronos-small", 8
+    )
     fixed = on_meta(Kronos, **dict(KRONOS_SMALL, learn_te=False))
     expected = {k.replace("_embed.weight", "_embed.emb.weight") if k.startswith("time_emb") else k: v
                 for k, v in _published_keys("Kronos-small", 8).items()}  # fmt: skip
@@ -78,7 +82,9 @@ def test_save_and_load_round_trip(tmp_path, tiny_pair):
     model, tokenizer = tiny_pair
     model.save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "t")
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["d_model"] == TINY_MODEL["d_model"]
+    assert (
+        json.loads((tmp_path / "m" / "config.json").read_text())["d_model"] == TINY_MODEL["d_model"]
+    )
     m2 = Kronos.from_pretrained(tmp_path / "m")
     t2 = KronosTokenizer.from_pretrained(tmp_path / "t")
     for a, b in ((model, m2), (tokenizer, t2)):
@@ -118,7 +124,9 @@ def test_config_that_does_not_fit_the_weights(tmp_path, tiny_pair):
     (folder / "config.json").write_text(json.dumps(dict(cfg, n_layers=cfg["n_layers"] + 1)))
     with pytest.raises(CheckpointError, match=r"missing keys.*transformer\.2\."):
         Kronos.from_pretrained(folder)
-    (folder / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "d_model"}))
+    (folder / "config.json").write_text(
+        json.dumps({k: v for k, v in cfg.items() if k != "d_model"})
+    )
     with pytest.raises(CheckpointError, match="d_model"):
         Kronos.from_pretrained(folder)
 

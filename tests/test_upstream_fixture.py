@@ -24,8 +24,12 @@ def test_preprocessing_matches(components, intraday_bars):
     rows = intraday_bars.iloc[:96]
     x = ohlcv_matrix(rows[FEATURES])
     mean, std = scaler_stats(x)
-    np.testing.assert_allclose(normalize(x, mean, std, 5), components["x_normalized"], rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(time_features(as_timestamps(rows["timestamps"])), components["stamp"])
+    np.testing.assert_allclose(
+        normalize(x, mean, std, 5), components["x_normalized"], rtol=0, atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        time_features(as_timestamps(rows["timestamps"])), components["stamp"]
+    )
 
 
 def test_component_outputs_match(upstream_tiny, components):
@@ -36,8 +40,12 @@ def test_component_outputs_match(upstream_tiny, components):
         s1, s2 = tokenizer.encode(x, half=True)
         np.testing.assert_array_equal(s1.numpy(), components["s1_ids"])
         np.testing.assert_array_equal(s2.numpy(), components["s2_ids"])
-        np.testing.assert_array_equal(tokenizer.encode(x, half=False).numpy(), components["full_ids"])
-        np.testing.assert_allclose(tokenizer.decode((s1, s2)).numpy(), components["reconstruction"], atol=1e-5)
+        np.testing.assert_array_equal(
+            tokenizer.encode(x, half=False).numpy(), components["full_ids"]
+        )
+        np.testing.assert_allclose(
+            tokenizer.decode((s1, s2)).numpy(), components["reconstruction"], atol=1e-5
+        )
         logits, hidden = model.decode_s1(s1, s2, stamp)
         np.testing.assert_allclose(logits.numpy(), components["s1_logits"], atol=1e-5)
         s1_last = logits[:, -1].argmax(-1)
@@ -47,7 +55,9 @@ def test_component_outputs_match(upstream_tiny, components):
 
 
 @pytest.mark.parametrize("reference", [False, True], ids=["engine", "reference"])
-def test_greedy_forecasts_equal_the_golden_csvs(upstream_tiny, golden_cases, intraday_bars, fixture_dir, reference, monkeypatch):
+def test_greedy_forecasts_equal_the_golden_csvs(
+    upstream_tiny, golden_cases, intraday_bars, fixture_dir, reference, monkeypatch
+):
     model, tokenizer = upstream_tiny
     if reference:  # the full-recompute loop must agree as well
         import kronos_alpha.generation as generation
@@ -60,11 +70,19 @@ def test_greedy_forecasts_equal_the_golden_csvs(upstream_tiny, golden_cases, int
         future = intraday_bars.iloc[start + ctx : start + ctx + pred]
         predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=case["max_context"])
         out = predictor.predict(
-            context[case["columns"]], context["timestamps"], future["timestamps"], pred, T=1.0, top_k=1, top_p=1.0
+            context[case["columns"]],
+            context["timestamps"],
+            future["timestamps"],
+            pred,
+            T=1.0,
+            top_k=1,
+            top_p=1.0,
         )
         assert list(out.columns) == FEATURES
         assert (out.index == pd.DatetimeIndex(golden["timestamps"])).all()
-        np.testing.assert_allclose(out.to_numpy(), golden[FEATURES].to_numpy(), rtol=1e-5, err_msg=case["file"])
+        np.testing.assert_allclose(
+            out.to_numpy(), golden[FEATURES].to_numpy(), rtol=1e-5, err_msg=case["file"]
+        )
 
 
 def test_training_losses_match(components, fixture_dir):
