@@ -25,7 +25,9 @@ class HierarchicalEmbedding(nn.Module):
 
     def forward(self, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
         scale = math.sqrt(self.d_model)
-        return self.fusion_proj(torch.cat([self.emb_s1(s1) * scale, self.emb_s2(s2) * scale], dim=-1))
+        return self.fusion_proj(
+            torch.cat([self.emb_s1(s1) * scale, self.emb_s2(s2) * scale], dim=-1)
+        )
 
 
 class FixedEmbedding(nn.Module):
