@@ -14,7 +14,11 @@ def register(sub) -> None:
 
 def describe(module) -> dict:
     n = sum(p.numel() for p in module.parameters())
-    return {"class": type(module).__name__, "parameters": n, "config": getattr(module, "_hub_mixin_config", None)}
+    return {
+        "class": type(module).__name__,
+        "parameters": n,
+        "config": getattr(module, "_hub_mixin_config", None),
+    }
 
 
 def run(args) -> int:
@@ -38,6 +42,9 @@ def run(args) -> int:
     if args.tokenizer:
         from ..tokenizer import KronosTokenizer
 
-        info["tokenizer"] = {"source": args.tokenizer, **describe(KronosTokenizer.from_pretrained(args.tokenizer))}
+        info["tokenizer"] = {
+            "source": args.tokenizer,
+            **describe(KronosTokenizer.from_pretrained(args.tokenizer)),
+        }
     print(json.dumps(info, indent=2, default=str))
     return 0
