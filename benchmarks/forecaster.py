@@ -1,0 +1,124 @@
+"""Forecaster throughput on the CPU: windows/s with a cold and a warm forecast cache, peak RSS.
+
+Default size (issue 3): 300 instruments x 20 decision dates, lookback 90, horizon 10,
+sample_count 5, on Kronos-small dimensions with random weights (throughput does not depend
+on the weights' values) and Kronos-Tokenizer-base dimensions. Prints one JSON object.
+
+    python benchmarks/forecaster.py                 # the full size (minutes on a laptop CPU)
+    python benchmarks/forecaster.py --instruments 30 --dates 2   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kronos_alpha import Forecaster, Kronos, KronosTokenizer
+
+SMALL = dict(
+    s1_bits=10, s2_bits=10, n_layers=8, d_model=512, n_heads=8, ff_dim=1024,
+    ffn_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0, token_dropout_p=0.0, learn_te=True,
+)  # fmt: skip
+TOKENIZER_BASE = dict(
+    d_in=6, d_model=256, n_heads=4, ff_dim=512, n_enc_layers=4, n_dec_layers=4, ffn_dropout_p=0.0,
+    attn_dropout_p=0.0, resid_dropout_p=0.0, s1_bits=10, s2_bits=10, beta=0.05, gamma0=1.0,
+    gamma=1.1, zeta=0.05, group_size=4,
+)  # fmt: skip
+
+
+def random_panel(n_instruments: int, n_bars: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    idx = pd.bdate_range("2015-01-05", periods=n_bars)
+    c = 30 * np.exp(np.cumsum(rng.normal(0, 0.02, (n_bars, n_instruments)), axis=0))
+    o = c * np.exp(rng.normal(0, 0.005, c.shape))
+    frame = {
+        "open": o,
+        "high": np.maximum(o, c) * 1.01,
+        "low": np.minimum(o, c) * 0.99,
+        "close": c,
+        "volume": rng.uniform(1e5, 1e6, c.shape),
+    }
+    names = [f"S{i:04d}" for i in range(n_instruments)]
+    index = pd.MultiIndex.from_product([idx, names], names=["datetime", "instrument"])
+    return pd.DataFrame({k: v.reshape(-1) for k, v in frame.items()}, index=index)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--instruments", type=int, default=300)
+    p.add_argument("--dates", type=int, default=20)
+    p.add_argument("--lookback", type=int, default=90)
+    p.add_argument("--horizon", type=int, default=10)
+    p.add_argument("--samples", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model, tokenizer = Kronos(**SMALL).eval(), KronosTokenizer(**TOKENIZER_BASE).eval()
+    panel = random_panel(args.instruments, args.lookback + args.dates)
+    dates = panel.index.get_level_values(0).unique()[-args.dates :]
+    with tempfile.TemporaryDirectory() as cache_dir:
+        fc = Forecaster(
+            model, tokenizer, lookback=args.lookback, horizon=args.horizon, sample_count=args.samples,
+            device=args.device, dtype=args.dtype, batch_size=args.batch_size, cache_dir=cache_dir,
+            progress=sys.stderr.isatty(),
+        )  # fmt: skip
+        fc.load()
+        t0 = time.perf_counter()
+        cold = fc.forecast(panel, dates=dates)
+        cold_s = time.perf_counter() - t0
+        cold_report = dict(fc.report)
+        t0 = time.perf_counter()
+        warm = fc.forecast(panel, dates=dates)
+        warm_s = time.perf_counter() - t0
+        assert fc.report["from_cache"] == len(cold) and warm.equals(cold)
+        cache_bytes = sum(
+            os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache_dir) for f in fs
+        )
+    n = len(cold)
+    print(
+        json.dumps(
+            {
+                "benchmark": "forecaster",
+                "instruments": args.instruments,
+                "dates": args.dates,
+                "windows": n,
+                "lookback": args.lookback,
+                "horizon": args.horizon,
+                "sample_count": args.samples,
+                "model": "Kronos-small dims, random weights",
+                "device": fc.device_,
+                "dtype": cold_report["dtype"],
+                "torch_threads": torch.get_num_threads(),
+                "batch_windows": args.batch_size or fc._batch_windows(args.lookback),
+                "cold_seconds": round(cold_s, 2),
+                "cold_windows_per_s": round(n / cold_s, 2),
+                "warm_seconds": round(warm_s, 3),
+                "warm_windows_per_s": round(n / warm_s, 1),
+                "cache_mb": round(cache_bytes / 2**20, 2),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "cpu": platform.processor() or platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
