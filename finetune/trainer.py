@@ -106,6 +106,8 @@ class Runtime:
         if dev.type == "cuda":
             if world > 1:
                 dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            elif dev.index is None:
+                dev = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(dev)
         amp_dtype = None
         if dev.type == "cuda" and amp != "off":

@@ -84,6 +84,7 @@ def tiny_config(tmp_path, **over) -> dict:
     d = dict(
         output_dir=str(tmp_path / "run"),
         seed=0,
+        device="cpu",
         progress=False,
         max_context=64,
         data=dict(lookback=20, horizon=5, train=["2020-01-01", "2020-12-31"], valid=["2021-01-01", "2021-07-31"]),

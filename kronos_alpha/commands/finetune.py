@@ -31,6 +31,13 @@ def run(args) -> int:
         cfg.output_dir = args.output_dir
     if args.no_progress:
         cfg.progress = False
+    import os
+
+    import torch.distributed as dist
+
     result = run_finetune(cfg, restart=args.restart)
-    print_summary(result)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print_summary(result)
+    if dist.is_initialized():  # started by the trainer under torchrun
+        dist.destroy_process_group()
     return 0
