@@ -1,0 +1,103 @@
+"""A cross-section of CSI300 stocks: forecast every member's 10-day return on a few dates,
+rank them, and compare with what happened (rank IC). Reads the Qlib provider folder in
+../shared/data directly from its binary files (the data are not shipped with the package).
+
+    python examples/forecast_panel.py --model /path/to/checkpoint --stocks 60 --dates 4
+
+Only bars at or before each decision date enter its forecast; the later bars are read for
+the comparison alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kronos_alpha import Forecaster
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cn_daily_2010_2022"
+FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def read_calendar(root: Path) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(pd.read_csv(root / "calendars" / "day.txt", header=None)[0])
+
+
+def members(root: Path, day: pd.Timestamp) -> list[str]:
+    spans = pd.read_csv(
+        root / "instruments" / "csi300.txt", sep="\t", header=None, names=["code", "start", "end"]
+    )
+    live = spans[(pd.to_datetime(spans.start) <= day) & (pd.to_datetime(spans.end) >= day)]
+    return sorted(live.code.unique())
+
+
+def read_stock(root: Path, code: str, calendar: pd.DatetimeIndex) -> pd.DataFrame:
+    """Qlib .day.bin files: float32, first value = start index in the calendar."""
+    cols = {}
+    for field in FIELDS:
+        raw = np.fromfile(root / "features" / code.lower() / f"{field}.day.bin", dtype="<f4")
+        start = int(raw[0])
+        cols[field] = pd.Series(raw[1:], index=calendar[start : start + len(raw) - 1])
+    return pd.DataFrame(cols).astype(float)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--model", default=None, help="zoo name, Hub id or folder (default: kronos-small / offline)"
+    )
+    p.add_argument("--stocks", type=int, default=40, help="how many CSI300 members (default 40)")
+    p.add_argument(
+        "--dates", type=int, default=3, help="decision dates, 20 trading days apart (default 3)"
+    )
+    p.add_argument("--end", default="2022-10-31", help="last decision date (default 2022-10-31)")
+    p.add_argument("--cache-dir", default=None)
+    args = p.parse_args()
+    if not DATA.is_dir():
+        print(f"skipped: the CSI300 data folder {DATA} is absent (see ../shared/data/README.md)")
+        return 0
+
+    calendar = read_calendar(DATA)
+    end = calendar[calendar.searchsorted(pd.Timestamp(args.end), side="right") - 1]
+    pos = calendar.get_loc(end)
+    dates = calendar[[pos - 20 * k for k in range(args.dates)][::-1]]
+    codes = members(DATA, dates[0])[: args.stocks]
+    bars = {c: read_stock(DATA, c, calendar) for c in codes}
+    fc = Forecaster(
+        model=args.model, lookback=90, horizon=10, sample_count=5, cache_dir=args.cache_dir
+    )
+    table = fc.forecast({c: b.loc[:end] for c, b in bars.items()}, dates=dates)
+    print(f"{len(table)} forecasts for {len(codes)} stocks on {len(dates)} dates with {fc.source_}")
+    print(
+        "report:",
+        {
+            k: fc.report[k]
+            for k in ("requested", "computed", "from_cache", "skipped", "suspended_bars_dropped")
+        },
+    )
+
+    # What happened next (evaluation only): the realised 10-day close-to-close return.
+    def realised(t, code):
+        s = bars[code]["close"].dropna()
+        i = s.index.get_indexer([t])[0]
+        return s.iloc[i + 10] / s.iloc[i] - 1 if 0 <= i and i + 10 < len(s) else np.nan
+
+    table["realised"] = [realised(t, c) for t, c in table.index]
+    for t, day in table.groupby(level="datetime"):
+        ic = day["pred_return"].corr(day["realised"], method="spearman")
+        top = day.sort_values("pred_return", ascending=False)
+        print(f"\n{t:%Y-%m-%d}: rank IC {ic:+.3f}; top 5 by pred_return:")
+        print(
+            top.head(5)[["pred_return", "ret_q10", "ret_q90", "prob_up", "pred_vol", "realised"]]
+            .round(4)
+            .to_string()
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
