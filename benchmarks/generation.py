@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -61,12 +64,17 @@ def timed(fn, repeats):
     return best, out
 
 
-def run_case(name, model, tokenizer, repeats):
+def run_case(name: str, repeats: int) -> dict:
+    """One case in this process: the engine first (its peak RSS), then the reference."""
+    torch.manual_seed(0)
+    model = Kronos(**without_dropout(KRONOS_SMALL)).eval()
+    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
     n, context, pred_len, samples = CASES[name]
     s1, s2, stamp, future = inputs(tokenizer, n, context, pred_len)
     args = (model, s1, s2, stamp, future, pred_len, MAX_CONTEXT, samples, 1.0, 1, 1.0)  # greedy
     generate(*args)  # warm-up (allocator, thread pool)
     engine_s, (e1, e2) = timed(lambda: generate(*args), repeats)
+    engine_rss = peak_rss_mb()
     reference_s, (r1, r2) = timed(lambda: generate_reference(*args), 1)
     # Decode both token streams and compare the forecasts they give.
     w = slice(max(0, e1.shape[1] - MAX_CONTEXT), e1.shape[1])
@@ -88,7 +96,8 @@ def run_case(name, model, tokenizer, repeats):
         "reference_tokens_per_s": round(tokens / reference_s, 1),
         "identical_tokens": bool(torch.equal(e1, r1) and torch.equal(e2, r2)),
         "max_rel_diff": rel,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_rss_mb": round(engine_rss, 1),
+        "reference_peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
 
@@ -101,27 +110,37 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = Kronos(**without_dropout(KRONOS_SMALL)).eval()
-    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
-    cases = [run_case(c, model, tokenizer, args.repeats) for c in args.cases]
-    print(
-        json.dumps(
-            {
-                "cases": cases,
-                "model": "Kronos-small dimensions, random weights, float32",
-                "device": "cpu",
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-                "numpy": np.__version__,
-            },
-            indent=2,
-        )
-    )
+    if args.child:  # one case per process, so each peak RSS is its own
+        print(json.dumps(run_case(args.cases, args.repeats)))
+        return
+    cases = []
+    for name in args.cases:
+        cmd = [sys.executable, __file__, "--child", "--cases", name, "--repeats", str(args.repeats)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        cases.append(json.loads(out.strip().splitlines()[-1]))
+    summary = {
+        "cases": cases,
+        "targets": {"a": 6, "b": 10, "c": 25},
+        "targets_met": all(
+            c["speedup"] >= {"a": 6, "b": 10, "c": 25}[c["name"]] and c["identical_tokens"]
+            for c in cases
+        ),
+        "model": "Kronos-small dimensions, random weights, float32, greedy",
+        "max_context": MAX_CONTEXT,
+        "device": "cpu",
+        "threads": args.threads or torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+    }
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
