@@ -31,6 +31,7 @@ Policies (all counted in ``Forecaster.report``):
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
@@ -455,6 +456,8 @@ class Forecaster:
         check_compatible(model, tokenizer)
         device = distributed.local_device(self.device or auto_device())
         dtype = self._resolve_dtype(device)
+        if isinstance(self.model, torch.nn.Module) and next(model.parameters()).dtype != dtype:
+            model = copy.deepcopy(model)  # never change the dtype of the caller's model
         model = model.to(device=device, dtype=dtype).eval()
         tokenizer = tokenizer.to(device=device, dtype=torch.float32).eval()
         self._loaded = {

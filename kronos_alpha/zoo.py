@@ -125,3 +125,24 @@ def load_default(device: str | None = None):
         stacklevel=2,
     )
     return (*load_folder(DEFAULT_DIR, device), str(DEFAULT_DIR))
+
+
+def default_info() -> dict:
+    """What is bundled as the offline default (no weights are loaded)."""
+    import json
+
+    info = {
+        "folder": str(DEFAULT_DIR),
+        "present": (DEFAULT_DIR / "model" / "config.json").is_file(),
+    }
+    for part in ("model", "tokenizer"):
+        folder = DEFAULT_DIR / part
+        if (folder / "config.json").is_file():
+            weights = folder / "model.safetensors"
+            info[part] = {
+                "config": json.loads((folder / "config.json").read_text()),
+                "weights_bytes": weights.stat().st_size if weights.is_file() else None,
+            }
+    if (DEFAULT_DIR / "meta.json").is_file():
+        info["meta"] = json.loads((DEFAULT_DIR / "meta.json").read_text())
+    return info

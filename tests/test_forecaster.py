@@ -90,7 +90,7 @@ def test_table_columns_and_values_match_the_sampled_paths(tiny):
 def test_no_look_ahead_changing_any_later_bar_leaves_the_forecast(tiny):
     panel = make_panel()
     t = panel["AAA"].index[35]
-    dates = panel["AAA"].index[30:36]
+    dates = panel["AAA"].index[32:36]
     fc = fc_for(tiny)
     base = fc.forecast(panel, dates=dates)
     rng = np.random.default_rng(1)
@@ -271,3 +271,20 @@ def test_calendar_extrapolates_business_days_and_the_intraday_grid():
     # The panel calendar wins where it has the dates (a holiday stays skipped).
     cal = BarCalendar(pd.bdate_range("2024-01-01", periods=10).drop(pd.Timestamp("2024-01-03")))
     assert pd.Timestamp("2024-01-03") not in cal.future(pd.Timestamp("2024-01-02"), 3)
+
+
+def test_bf16_model_keeps_a_float32_tokenizer(tiny):
+    import torch
+
+    panel = make_panel(names=("AAA",))
+    dates = panel["AAA"].index[-2:]
+    fc = fc_for(tiny, dtype="bf16")
+    half = fc.forecast(panel, dates=dates)
+    assert next(fc.model_.parameters()).dtype == torch.bfloat16
+    assert next(fc.tokenizer_.parameters()).dtype == torch.float32
+    assert fc.report["dtype"] == "bfloat16" and np.isfinite(half.to_numpy()).all()
+    full = fc_for(tiny).forecast(panel, dates=dates)
+    assert np.abs(half.pred_return - full.pred_return).max() < 0.05  # same model, rounded weights
+    with pytest.raises(ValueError, match="fp16 needs a cuda"):
+        fc_for(tiny, dtype="fp16", device="cpu").load()
+    assert next(tiny[0].parameters()).dtype == torch.float32  # the caller's model is untouched

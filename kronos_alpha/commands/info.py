@@ -26,7 +26,7 @@ def run(args) -> int:
 
     from .. import __version__
     from ..predictor import auto_device
-    from ..zoo import ZOO
+    from ..zoo import ZOO, default_info
 
     info = {
         "kronos_alpha": __version__,
@@ -34,6 +34,7 @@ def run(args) -> int:
         "device": auto_device(),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "zoo": {k: vars(v) for k, v in ZOO.items()},
+        "offline_default": default_info(),
     }
     if args.model:
         from ..model import Kronos
