@@ -58,7 +58,14 @@ def load_series(cfg: FinetuneConfig, panel=None):
         series = csv_series(d.csv_dir, d.time_column)
     else:
         series = qlib_series(
-            d.provider_uri, d.market, ranges[0][0], ranges[-1][1], d.fields, d.region, d.freq
+            d.provider_uri,
+            d.market,
+            ranges[0][0],
+            ranges[-1][1],
+            d.fields,
+            d.region,
+            d.freq,
+            d.instruments,
         )
     if d.instruments:
         have = {s.name for s in series}

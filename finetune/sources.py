@@ -53,10 +53,12 @@ def qlib_series(
     fields=("open", "high", "low", "close", "volume"),
     region: str = "cn",
     freq: str = "day",
+    instruments: list[str] | None = None,
 ) -> list[Series]:
     """Bars from a Qlib provider. Qlib has no amount field here: it is derived from volume
     (``ohlcv_matrix``). Calendar days missing inside a series (e.g. outside index
-    membership) become suspended bars, so no window jumps over them."""
+    membership) become suspended bars, so no window jumps over them. ``instruments``, when
+    given, replaces the market's universe."""
     import qlib
     from qlib.data import D
 
@@ -67,9 +69,11 @@ def qlib_series(
     if len(cal) == 0:
         raise InputError(f"the Qlib calendar has no {freq} bars between {start} and {end}")
     exprs = [f"${f}" for f in fields]
-    df = D.features(D.instruments(market), exprs, start_time=start, end_time=end, freq=freq)
+    universe = list(instruments) if instruments else D.instruments(market)
+    df = D.features(universe, exprs, start_time=start, end_time=end, freq=freq)
     if df is None or df.empty:
-        raise InputError(f"Qlib market {market!r} has no bars between {start} and {end}")
+        what = f"instruments {list(instruments)[:5]}" if instruments else f"market {market!r}"
+        raise InputError(f"Qlib {what} has no bars between {start} and {end}")
     df.columns = [c.lstrip("$") for c in df.columns]
     out = []
     for name, g in df.groupby(level="instrument", sort=True):

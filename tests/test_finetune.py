@@ -437,3 +437,27 @@ def test_cli_finetune_on_a_csv_folder(tmp_path, capsys):
     bad.write_text(yaml.safe_dump({**cfg, "predictor": {**cfg["predictor"], "lr_max": 1}}))
     assert main(["finetune", "--config", str(bad)]) == 1
     assert "predictor.lr_max" in capsys.readouterr().err
+
+
+def test_qlib_source_derives_amount_and_masks_suspensions():
+    provider = SHARED / "data" / "cn_daily_2010_2022"
+    if not provider.exists():
+        pytest.skip(f"shared Qlib data missing: {provider}")
+    from kronos_alpha.finetune.sources import qlib_series
+
+    start, end = pd.Timestamp("2018-01-01"), pd.Timestamp("2019-12-31")
+    series = qlib_series(str(provider), "csi300", start, end, instruments=["SH600000", "SH600519"])
+    assert [s.name for s in series] == ["SH600000", "SH600519"]
+    for s in series:
+        ok = s.tradable
+        assert ok.mean() > 0.9 and np.isfinite(s.x[ok]).all()
+        np.testing.assert_allclose(s.x[ok, 5], s.x[ok, 4] * s.x[ok, :4].mean(axis=1), rtol=1e-5)
+        assert s.time[0] >= start and s.time[-1] <= end
+    sets = split_windows(
+        series,
+        ranges(("train", ("2018-01-01", "2018-12-31")), ("valid", ("2019-01-01", "2019-12-31"))),
+        60,
+        10,
+        5.0,
+    )
+    assert len(sets["train"]) > 100 and len(sets["valid"]) > 100
