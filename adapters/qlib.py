@@ -18,18 +18,21 @@ dates of the segment, and returns one column of its table as the score.
 
 from __future__ import annotations
 
-import logging
+import copy
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from qlib.contrib.data.handler import Alpha158
+from qlib.contrib.data.loader import Alpha158DL
 from qlib.data.dataset import DatasetH, TSDatasetH
 from qlib.data.dataset.handler import DataHandler, DataHandlerLP
+from qlib.log import get_module_logger
 from qlib.model.base import ModelFT
 
 from kronos_alpha.data import InputError
 
-log = logging.getLogger(__name__)
+log = get_module_logger("kronos_alpha")  # Qlib's logger: shows up in qrun's output
 
 OHLC = ["open", "high", "low", "close"]
 BAR_FIELDS = OHLC + ["volume", "amount"]
@@ -187,6 +190,12 @@ class KronosHandler(DataHandlerLP):
             raise InputError(f"the Qlib provider folder {root} lacks {detail}")
 
 
+def _merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        base[k] = _merge(base.get(k) or {}, v) if isinstance(v, dict) else v
+    return base
+
+
 def _segment_slice(dataset, segment) -> slice:
     if isinstance(segment, str):
         if segment not in dataset.segments:
@@ -257,10 +266,15 @@ class KronosModel(ModelFT):
         fill_suspended: bool = False,
         signal: str = "pred_return",
         progress: bool = True,
+        finetune_config: dict | None = None,
     ):
         super().__init__()
         if signal not in SIGNALS:
             raise ValueError(f"signal must be one of {SIGNALS}, got {signal!r}")
+        if signal == "return_risk" and sample_count < 2:
+            raise ValueError(
+                "signal 'return_risk' divides by the spread of the samples: it needs sample_count >= 2"
+            )
         self.model, self.tokenizer = model, tokenizer
         self.lookback, self.horizon, self.sample_count = lookback, horizon, sample_count
         self.T, self.top_k, self.top_p, self.seed = T, top_k, top_p, seed
@@ -276,6 +290,12 @@ class KronosModel(ModelFT):
             fill_suspended,
         )
         self.signal, self.progress = signal, progress
+        if finetune_config is not None and not isinstance(finetune_config, dict):
+            raise ValueError(
+                f"finetune_config must be a mapping (FinetuneConfig fields), got {finetune_config!r}"
+            )
+        self.finetune_config = finetune_config
+        self.finetuned = None  # the fine-tuning summary, when fit() fine-tuned
         self.fitted_on = None  # the data range fit() saw
         self.last_report = None  # the forecaster's counts from the last predict()
 
@@ -324,7 +344,9 @@ class KronosModel(ModelFT):
             )
 
     def fit(self, dataset, reweighter=None):
-        """Checks the data and records its range; Kronos is used as pretrained (no training)."""
+        """Checks the data and records its range. With ``finetune_config`` it then fine-tunes
+        on the train/valid segments (see :meth:`finetune`); otherwise the pretrained weights
+        are used as they are."""
         if reweighter is not None:
             raise ValueError("KronosModel.fit does not use a reweighter")
         self._check_dataset(dataset)
@@ -346,17 +368,64 @@ class KronosModel(ModelFT):
             "instruments": int(bars.index.get_level_values("instrument").nunique()),
             "rows": len(bars),
         }
+        if self.finetune_config is not None:
+            log.info(
+                "KronosModel.fit: train data %s; fine-tuning (finetune_config given)",
+                self.fitted_on,
+            )
+            return self.finetune(dataset)
         log.info(
             "KronosModel.fit: no fine-tuning; the pretrained weights are used as they are. Train data: %s",
             self.fitted_on,
         )
         return self
 
-    def finetune(self, dataset, **kwargs):
-        raise NotImplementedError(
-            "fine-tuning from Qlib is not available in this version; fine-tune with kronos_alpha.finetune "
-            "and pass the checkpoint folder as KronosModel(model=..., tokenizer=...)"
-        )
+    def finetune(self, dataset, **overrides):
+        """Fine-tune tokenizer and predictor with ``kronos_alpha.finetune`` on the dataset's
+        train and valid segments (bars up to the end of valid only), then predict with the
+        best checkpoints. ``finetune_config`` (and ``overrides``) are FinetuneConfig fields;
+        ``data.train``/``data.valid``, ``data.lookback``/``data.horizon`` and the stages'
+        ``init`` default to the dataset's segments and this model's settings.
+        """
+        from kronos_alpha.finetune import FinetuneConfig, run_finetune
+
+        self._check_dataset(dataset)
+        conf = _merge(copy.deepcopy(self.finetune_config or {}), overrides)
+        data = conf.setdefault("data", {})
+        data.setdefault("source", "panel")
+        data.setdefault("lookback", self.lookback)
+        data.setdefault("horizon", self.horizon)
+        for split in ("train", "valid"):
+            if split not in data:
+                seg = _segment_slice(dataset, split)
+                data[split] = [
+                    str(pd.Timestamp(seg.start).date()),
+                    str(pd.Timestamp(seg.stop).date()),
+                ]
+        sources = {"predictor": self.model, "tokenizer": self.tokenizer}
+        for stage, src in sources.items():
+            if "init" not in conf.get(stage, {}):
+                if not isinstance(src, (str, Path)):
+                    raise ValueError(
+                        f"fine-tuning starts from checkpoints: give KronosModel {('model' if stage == 'predictor' else 'tokenizer')}"
+                        f" as a folder or Hub id (or finetune_config.{stage}.init), got {src!r}"
+                    )
+                conf.setdefault(stage, {})["init"] = str(src)
+        conf.setdefault("output_dir", "kronos_finetune")
+        conf.setdefault("progress", self.progress)
+        cfg = FinetuneConfig.from_dict(conf)
+        end = max(pd.Timestamp(cfg.data.train[1]), pd.Timestamp(cfg.data.valid[1]))
+        bars = raw_bars(dataset.handler, end)
+        bars = bars[~bars[OHLC].isna().all(axis=1)]
+        panel = {str(k): g.droplevel("instrument") for k, g in bars.groupby(level="instrument")}
+        result = run_finetune(cfg, panel=panel)
+        if "model_path" not in result:
+            raise RuntimeError(f"fine-tuning stopped before it finished; see {cfg.output_dir}")
+        self.model, self.tokenizer = result["model_path"], result["tokenizer_path"]
+        self._forecaster = None
+        self.finetuned = {k: result.get(k) for k in ("output_dir", "model_path", "tokenizer_path")}
+        log.info("KronosModel.finetune: predicting with %s", self.finetuned)
+        return self
 
     def predict(self, dataset, segment="test") -> pd.Series:
         """Scores for every (datetime, instrument) of the segment with enough history."""
@@ -378,8 +447,12 @@ class KronosModel(ModelFT):
             raise InputError(
                 f"segment {segment!r} ({seg.start}..{seg.stop}) has no data; the handler holds {span}"
             )
+        # only instruments with something to score enter the panel (with their whole history)
+        wanted = bars.index.get_level_values("instrument").isin(
+            targets.get_level_values("instrument").unique()
+        )
         fc = self.forecaster()
-        table = fc.forecast(bars, dates=targets.get_level_values("datetime").unique())
+        table = fc.forecast(bars[wanted], dates=targets.get_level_values("datetime").unique())
         table = table.reindex(targets.intersection(table.index))
         self.last_report = dict(getattr(fc, "report", {}) or {})
         skipped = len(targets) - len(table)
@@ -391,9 +464,17 @@ class KronosModel(ModelFT):
                 len(targets),
                 self.last_report,
             )
-        score = self.score(table)
+        score = self.score(table).astype(np.float64)
+        bad = ~np.isfinite(score.to_numpy())
+        if bad.any():  # return_risk when every sampled path agrees (zero spread)
+            log.warning(
+                "KronosModel.predict: %d score(s) of signal %r are not finite; left out",
+                bad.sum(),
+                self.signal,
+            )
+            score = score[~bad]
         score.name = "score"
-        return score.astype(np.float64).sort_index()
+        return score.sort_index()
 
     def score(self, table: pd.DataFrame) -> pd.Series:
         if self.signal == "return_risk":
@@ -416,3 +497,33 @@ class KronosModel(ModelFT):
             for s, e in spans.get(code, ()):
                 ok[pos] |= (dates[pos] >= s) & (dates[pos] <= e)
         return ok
+
+
+class Alpha158Checked(Alpha158):
+    """Qlib's Alpha158, explicit about ``$vwap``.
+
+    Alpha158's only vwap feature is ``VWAP0 = $vwap/$close``. On data without a vwap field
+    (such as the CSI300 folder of this project) Qlib reads it as all-NaN without a word, and
+    the column then either poisons ``Fillna``-style processors or drops rows. ``vwap="auto"``
+    leaves VWAP0 out (157 features) with a warning when the provider folder has no vwap;
+    ``"require"`` raises instead; ``"drop"`` always leaves it out.
+    """
+
+    def __init__(self, *args, vwap: str = "auto", **kwargs):
+        if vwap not in ("auto", "require", "drop"):
+            raise ValueError(f"vwap must be 'auto', 'require' or 'drop', got {vwap!r}")
+        have = has_field("vwap", kwargs.get("freq", "day"))
+        if vwap == "require" and have is False:
+            raise InputError(
+                f"the Qlib provider folder {provider_folder()} has no vwap field (vwap='require')"
+            )
+        self.use_vwap = vwap == "require" or (vwap == "auto" and have is not False)
+        if not self.use_vwap:
+            log.warning("Alpha158Checked: no $vwap in the data; VWAP0 is left out (157 features)")
+        super().__init__(*args, **kwargs)
+
+    def get_feature_config(self):
+        price = ["OPEN", "HIGH", "LOW"] + (["VWAP"] if self.use_vwap else [])
+        return Alpha158DL.get_feature_config(
+            {"kbar": {}, "price": {"windows": [0], "feature": price}, "rolling": {}}
+        )

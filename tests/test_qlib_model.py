@@ -1,0 +1,285 @@
+"""KronosModel / KronosHandler inside Qlib: predictions through the shared Forecaster, no
+look-ahead, pickling, a workflow run end to end, and bad input."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+pytest.importorskip("qlib")
+
+import qlib  # noqa: E402
+from kronos_alpha.adapters.qlib import KronosHandler, KronosModel, check_benchmark, raw_bars  # noqa: E402
+from kronos_alpha.adapters.qlib_data import build  # noqa: E402
+from qlib.data.dataset import DatasetH, TSDatasetH  # noqa: E402
+from qlib.data.dataset.handler import DataHandlerLP  # noqa: E402
+
+from kronos_alpha.data import InputError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
+SHARED_DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
+LOOKBACK = 40
+START, END = "2021-01-04", "2021-08-31"
+SEGMENTS = {"train": ("2021-01-04", "2021-06-30"), "test": ("2021-07-01", "2021-07-16")}
+
+if not (FIXTURE / "model").is_dir():
+    pytest.skip(f"fixture checkpoint {FIXTURE} is absent", allow_module_level=True)
+
+
+def make_bars(n: int, seed: int, start: str) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=n)
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    open_ = close * np.exp(rng.normal(0, 0.005, n))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
+    vol = rng.uniform(1e5, 1e6, n).round()
+    return pd.DataFrame(
+        {"date": dates, "open": open_, "high": high, "low": low, "close": close, "volume": vol}
+    )
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory) -> Path:
+    """Five stocks (one listed too late for the lookback) and a benchmark, built by qlib-data."""
+    src = tmp_path_factory.mktemp("csv")
+    for i, code in enumerate(["SH600000", "SH600001", "SZ000001", "SZ000002"]):
+        df = make_bars(175, i, START)
+        df["factor"] = 1.0
+        df.to_csv(src / f"{code}.csv", index=False)
+    late = make_bars(100, 9, "2021-06-10")  # 15 bars before the test starts: < lookback
+    late["factor"] = 1.0
+    late.to_csv(src / "SZ300001.csv", index=False)
+    bench = make_bars(175, 7, START)
+    bench["factor"] = 1.0
+    bench.to_csv(src / "SH000300.csv", index=False)
+    out = tmp_path_factory.mktemp("qlib")
+    build(src, out, market="mkt", overwrite=True)
+    return out
+
+
+@pytest.fixture
+def qlib_on(provider):
+    qlib.init(provider_uri=str(provider), region="cn", kernels=1)
+    return provider
+
+
+def stocks():
+    return ["SH600000", "SH600001", "SZ000001", "SZ000002", "SZ300001"]
+
+
+def dataset(cls=DatasetH, end=END, instruments=None, **kw):
+    handler = KronosHandler(instruments=instruments or stocks(), start_time=START, end_time=end)
+    return cls(handler=handler, segments=SEGMENTS, **kw)
+
+
+def model(**kw):
+    params = dict(
+        model=str(FIXTURE / "model"),
+        tokenizer=str(FIXTURE / "tokenizer"),
+        lookback=LOOKBACK,
+        horizon=2,
+        sample_count=1,
+        progress=False,
+    )
+    return KronosModel(**{**params, **kw})
+
+
+def test_handler_fields_and_label(qlib_on):
+    h = KronosHandler(instruments=stocks(), start_time=START, end_time=END)
+    df = h.fetch(col_set=["feature", "label"], data_key=DataHandlerLP.DK_R)
+    assert list(df["feature"].columns) == [
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+    ]  # no amount in the data
+    one = df.xs("SH600000", level="instrument")
+    close = one[("feature", "close")]
+    np.testing.assert_allclose(
+        one[("label", "LABEL0")].iloc[:-2],
+        (close.shift(-2) / close.shift(-1) - 1).iloc[:-2],
+        rtol=1e-5,
+    )
+
+
+def test_predict_uses_the_forecaster_and_skips_short_history(qlib_on):
+    ds = dataset()
+    m = model()
+    m.fit(ds)
+    assert m.fitted_on["start"] == "2021-01-04" and m.fitted_on["instruments"] == 5
+    pred = m.predict(ds)
+    assert isinstance(pred, pd.Series) and pred.dtype == np.float64
+    assert list(pred.index.names) == ["datetime", "instrument"]
+    dates = pred.index.get_level_values("datetime")
+    assert dates.min() >= pd.Timestamp("2021-07-01") and dates.max() <= pd.Timestamp("2021-07-16")
+    n_days = dates.nunique()
+    # SZ300001 has < lookback bars at the start of the test: skipped and counted
+    assert m.last_report["skipped"]["short_history"] > 0
+    assert len(pred) == 4 * n_days + (n_days * 1 - m.last_report["skipped"]["short_history"])
+    # exactly the shared forecaster's numbers for the same panel
+    bars = raw_bars(ds.handler, "2021-07-16")
+    table = m.forecaster().forecast(bars, dates=dates.unique())
+    direct = table["pred_return"]
+    pd.testing.assert_series_equal(
+        pred, direct.reindex(pred.index).rename("score"), check_exact=False, rtol=1e-6
+    )
+    # the other signals come from the same table
+    rr = model(signal="return_risk", sample_count=2).predict(ds)
+    table = model(sample_count=2).forecaster().forecast(bars, dates=dates.unique())
+    np.testing.assert_allclose(
+        rr.to_numpy(), (table["ret_mean"] / table["ret_std"]).reindex(rr.index).to_numpy()
+    )
+
+
+def test_no_look_ahead_and_tsdataset(qlib_on):
+    """Scores up to t do not change when the data after t is cut off; TSDatasetH agrees."""
+    full = model().predict(dataset())
+    cut = model().predict(dataset(end="2021-07-09"), segment=("2021-07-01", "2021-07-09"))
+    pd.testing.assert_series_equal(full.loc[:"2021-07-09"], cut)
+    ts = model().predict(dataset(TSDatasetH, step_len=LOOKBACK))
+    pd.testing.assert_series_equal(full, ts)
+
+
+def test_survives_qlib_pickling(qlib_on, tmp_path):
+    ds = dataset()
+    m = model()
+    m.fit(ds)
+    before = m.predict(ds)
+    assert m._forecaster is not None
+    m.to_pickle(
+        tmp_path / "params.pkl"
+    )  # Qlib's own dump: attributes starting with "_" are dropped
+    with open(tmp_path / "params.pkl", "rb") as f:
+        back = pickle.load(f)
+    assert getattr(back, "_forecaster", None) is None and back.fitted_on == m.fitted_on
+    pd.testing.assert_series_equal(back.predict(ds), before)
+
+
+def test_handler_without_ohlc_is_an_error(qlib_on):
+    loader = {
+        "class": "QlibDataLoader",
+        "kwargs": {"config": {"feature": (["$close", "$volume"], ["close", "volume"])}},
+    }
+    h = DataHandlerLP(instruments=stocks(), start_time=START, end_time=END, data_loader=loader)
+    with pytest.raises(InputError, match=r"no \['open', 'high', 'low'\] column"):
+        model().predict(DatasetH(handler=h, segments=SEGMENTS))
+
+
+def test_segment_without_data_is_an_error(qlib_on):
+    ds = dataset()
+    with pytest.raises(InputError, match="has no data"):
+        model().predict(ds, segment=("2022-01-01", "2022-02-01"))
+    with pytest.raises(InputError, match="no segment 'valid'"):
+        model().predict(ds, segment="valid")
+
+
+def test_provider_missing_a_field_is_an_error(provider, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(provider, broken)
+    (broken / "features" / "sz000002" / "high.day.bin").unlink()
+    qlib.init(provider_uri=str(broken), region="cn", kernels=1)
+    with pytest.raises(
+        InputError, match=r"lacks high\.day\.bin for 1 instrument\(s\), e\.g\. \['SZ000002'\]"
+    ):
+        KronosHandler(instruments=stocks(), start_time=START, end_time=END)
+
+
+def test_benchmark_not_in_data_is_an_error(qlib_on):
+    check_benchmark("SH000300", START, END)
+    with pytest.raises(InputError, match="benchmark 'SH000905'"):
+        check_benchmark("SH000905", START, END)
+
+
+def fast_config(provider: Path, tmp_path: Path) -> dict:
+    cfg = yaml.safe_load((ROOT / "examples" / "qlib" / "workflow_kronos_fast.yaml").read_text())
+    cfg["qlib_init"]["provider_uri"] = str(provider)
+    cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    kw = cfg["task"]["model"]["kwargs"]
+    kw["model"], kw["tokenizer"] = str(FIXTURE / "model"), str(FIXTURE / "tokenizer")
+    return cfg
+
+
+def test_fast_workflow_end_to_end(provider, tmp_path, monkeypatch):
+    """The fast example YAML through qrun's own entry point, on the synthetic provider."""
+    from qlib.cli.run import workflow
+    from qlib.workflow import R
+
+    cfg = fast_config(provider, tmp_path)
+    h = cfg["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
+    h.update(instruments=stocks(), start_time=START, end_time=END)
+    cfg["task"]["dataset"]["kwargs"]["segments"] = {k: list(v) for k, v in SEGMENTS.items()}
+    cfg["task"]["dataset"]["kwargs"]["step_len"] = LOOKBACK
+    cfg["task"]["model"]["kwargs"]["lookback"] = LOOKBACK
+    bt = cfg["port_analysis_config"]["backtest"]
+    bt.update(start_time="2021-07-01", end_time="2021-07-15", benchmark="SH000300")
+    cfg["port_analysis_config"]["strategy"]["kwargs"].update(topk=2, n_drop=1)
+    # the anchors were resolved by yaml: the record's config is the same object
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    monkeypatch.chdir(tmp_path)
+    workflow(str(path), experiment_name="kronos_fast")
+    (rec,) = R.list_recorders(experiment_name="kronos_fast").values()
+    ic = rec.load_object("sig_analysis/ic.pkl")
+    assert ic.notna().sum() >= 9
+    report = rec.load_object("portfolio_analysis/report_normal_1day.pkl")
+    assert len(report) >= 9 and report["cost"].sum() > 0
+    loaded = rec.load_object("params.pkl")
+    pred = rec.load_object("pred.pkl")
+    assert len(pred) > 0
+    again = loaded.predict(dataset())
+    np.testing.assert_allclose(
+        again.reindex(pred.index).to_numpy(), pred["score"].to_numpy(), rtol=1e-6
+    )
+    R.end_exp()
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data {SHARED_DATA} is absent")
+def test_real_data_handler_and_benchmark():
+    qlib.init(provider_uri=str(SHARED_DATA), region="cn", kernels=1)
+    check_benchmark("SH000300", "2022-01-01", "2022-03-01")
+    with pytest.raises(InputError, match="benchmark 'SH999999'"):
+        check_benchmark("SH999999", "2022-01-01", "2022-03-01")
+    h = KronosHandler(
+        instruments=["SH600000", "SZ000001"], start_time="2022-01-01", end_time="2022-03-01"
+    )
+    assert "amount" not in h.fields  # the folder has no amount: the forecaster derives it
+
+
+def test_fit_fine_tunes_when_asked(qlib_on, tmp_path):
+    segments = {
+        "train": ("2021-01-04", "2021-04-30"),
+        "valid": ("2021-05-03", "2021-06-30"),
+        **{"test": SEGMENTS["test"]},
+    }
+    ds = DatasetH(
+        handler=KronosHandler(instruments=stocks(), start_time=START, end_time=END),
+        segments=segments,
+    )
+    stage = {"epochs": 1, "batch_size": 4, "samples_per_epoch": 8, "val_samples": 4}
+    conf = {
+        "data": {"lookback": 20},
+        "tokenizer": {"train": False},
+        "predictor": stage,
+        "output_dir": str(tmp_path / "ft"),
+        "device": "cpu",
+    }
+    m = model(finetune_config=conf)
+    m.fit(ds)
+    assert m.finetuned["model_path"] == str(tmp_path / "ft" / "predictor" / "best") == m.model
+    assert (tmp_path / "ft" / "predictor" / "best" / "model.safetensors").exists()
+    tuned = m.predict(ds)
+    base = model().predict(ds)
+    assert tuned.index.equals(base.index) and not np.allclose(tuned.to_numpy(), base.to_numpy())
+    with pytest.raises(ValueError, match="needs sample_count >= 2"):
+        model(signal="return_risk", sample_count=1)
+    with pytest.raises(ValueError, match="fine-tuning starts from checkpoints"):
+        KronosModel(model=None, finetune_config={}).fit(ds)
