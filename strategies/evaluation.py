@@ -9,7 +9,7 @@ sum|w_t - w_{t-1}| of capital and pays (commission + slippage) on it, taken from
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import empyrical
@@ -33,7 +33,6 @@ class Evaluation:
     ic: pd.DataFrame | None = None
     quantile_returns: pd.DataFrame | None = None
     exposures: pd.DataFrame | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def performance(returns: pd.Series, benchmark: pd.Series | None = None) -> dict:
@@ -130,11 +129,15 @@ def evaluate(
         sig = to_wide(signal, column)
         ev.ic = signal_ic(sig, forward_returns(panel, horizon))
         ev.quantile_returns = quantile_returns(sig, forward_returns(panel, 1), n_quantiles)
+
+        def ratio(x):
+            return x.mean() / x.std() if x.std() > 0 else float("nan")
+
         ic_stats = {
             "IC": ev.ic["ic"].mean(),
-            "ICIR": ev.ic["ic"].mean() / ev.ic["ic"].std(),
+            "ICIR": ratio(ev.ic["ic"]),
             "RankIC": ev.ic["rank_ic"].mean(),
-            "RankICIR": ev.ic["rank_ic"].mean() / ev.ic["rank_ic"].std(),
+            "RankICIR": ratio(ev.ic["rank_ic"]),
             "quantile_spread_annual": ev.quantile_returns["long_short"].mean() * PERIODS,
         }
         for k, v in ic_stats.items():

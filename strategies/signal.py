@@ -64,8 +64,9 @@ def to_wide(signal: pd.Series | pd.DataFrame, column: str = "pred_return") -> pd
 
 
 def to_long(wide: pd.DataFrame, name: str = "weight", drop_zero: bool = True) -> pd.Series:
-    """The wide frame as a (datetime, instrument) Series (Qlib's layout); zeros dropped by default."""
-    s = wide.stack()
+    """The wide frame as a (datetime, instrument) Series (Qlib's layout) without NaN cells;
+    zeros dropped too by default."""
+    s = wide.stack().dropna()
     s.index.names = ["datetime", "instrument"]
     s.name = name
     return s[s != 0] if drop_zero else s

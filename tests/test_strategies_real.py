@@ -114,6 +114,25 @@ def test_real_evaluate_cli(real, tmp_path):
     text = (out / "report.md").read_text()
     assert "information_ratio" in text and "RankIC" in text
     assert (out / "exposures.png").is_file() and (out / "drawdown.png").is_file()
+    rc = main(
+        [
+            "evaluate",
+            "--signal",
+            str(path),
+            "--provider-uri",
+            str(DATA),
+            "--market",
+            ",".join(real["names"]),
+            "--book",
+            "neutral",
+            "--residualize",
+            "--max-weight",
+            "0.1",
+            "--out",
+            str(tmp_path / "neutral"),
+        ]
+    )
+    assert rc == 0 and (tmp_path / "neutral" / "report.md").is_file()
     bad = tmp_path / "bad.csv"
     sig.drop(columns="instrument").to_csv(bad, index=False)
     assert main(["evaluate", "--signal", str(bad), "--provider-uri", str(DATA)]) == 1

@@ -39,6 +39,13 @@ def register(sub) -> None:
     p.add_argument(
         "--residualize", action="store_true", help="neutralise the signal by regression first"
     )
+    p.add_argument(
+        "--max-exposure", type=float, default=0.05, help="neutral book: |factor exposure| bound"
+    )
+    p.add_argument("--max-weight", type=float, default=0.05, help="neutral book: |w_i| bound")
+    p.add_argument(
+        "--rebalance-every", type=int, default=5, help="neutral book: bars between solves"
+    )
     p.add_argument("--commission", type=float, default=0.0005)
     p.add_argument("--slippage", type=float, default=0.0005)
     p.add_argument(
@@ -122,7 +129,16 @@ def run(args) -> int:
             column="score",
         )
     else:
-        w = optimized_book(sig, exposures, daily_returns(panel), column="score")
+        w = optimized_book(
+            sig,
+            exposures,
+            daily_returns(panel),
+            column="score",
+            rebalance_every=args.rebalance_every,
+            max_exposure=args.max_exposure,
+            lower=-args.max_weight,
+            upper=args.max_weight,
+        )
     ev = evaluate(
         w,
         panel,
