@@ -1,0 +1,312 @@
+"""Kronos as a native backtrader indicator.
+
+``KronosIndicator`` (alias ``Kronos``) is a thin shell over ``kronos_alpha.Forecaster``: it turns
+the feeds' bars into the forecaster's panel and writes the forecast table back into lines.
+Windowing, normalisation, sampling and the missing-bar policy are all the forecaster's.
+
+Lines: ``pred_return`` (mean predicted close-to-close return over ``horizon`` bars), ``lower``
+and ``upper`` (the ``quantiles`` of the sampled returns), ``prob_up`` (share of sampled paths
+ending above the current close). Usage::
+
+    fc = Forecaster(model="kronos-small", cache_dir="~/.cache/kronos")
+    class S(bt.Strategy):
+        def __init__(self):
+            self.k = {d: Kronos(d, forecaster=fc, lookback=64, horizon=5) for d in self.datas}
+
+Modes. In ``runonce`` mode (backtrader's default) the first ``once()`` of a strategy forecasts
+every bar of every data that has a Kronos indicator with the same settings in ONE batched
+forecaster call; the others read that table. The table is also kept (a few, least recently
+used) keyed by the settings and the bars' content, so optimisation runs over the same feeds
+reuse it. In ``next`` mode (``runonce=False``, live feeds, replay) the first indicator to run
+on a bar forecasts the current bar of every data in one call, through the forecaster's disk
+cache (``cache_dir``); a re-sent bar (same time and values) is answered from memory, so the
+indicator is idempotent, and a replayed bar whose values changed is recomputed. Both modes
+give identical values (tested): each forecast uses only bars at or before its bar, and both
+hand the forecaster the same calendar (every bar time the feeds hold; a live feed holds only
+its past, so there the forecaster extrapolates future stamps).
+
+Warm-up and gaps. The indicator's minimum period is ``lookback`` (clipped to the model's
+context): the first ``lookback - 1`` bars are NaN. A bar the forecaster skips (a suspended bar
+with volume 0, see ``kronos_alpha.forecaster``) is NaN too. A bar with a NaN price raises
+``InputError`` naming the data and the bar, unless ``nan_bars="skip"`` hands it to the
+forecaster's suspended-bar policy. A feed without volume (all NaN or 0) is forecast from prices
+only, with a warning. Daily and longer bars are stamped with their date (backtrader stamps them
+at the session end); intraday bars keep their time.
+
+backtrader 1.9.78 pitfalls:
+- Headless plotting: ``matplotlib.use("Agg")`` and ``import matplotlib.pyplot`` before
+  ``cerebro.plot(iplot=False)``; save with ``figs[0][0].savefig(path)``.
+- ``bindlines`` fails on ``collections.Iterable`` under Python 3.10+; this indicator does not
+  use it (compose lines with ``self.l.x = ...`` instead if you subclass).
+- ``cerebro.optstrategy`` with ``maxcpus > 1`` forks; a fork after torch ran its thread pool
+  can deadlock. Call ``torch.set_num_threads(1)`` before running, use ``maxcpus=1``, or
+  precompute the forecasts (``cache_dir``) in the parent first.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from kronos_alpha.data import InputError
+from kronos_alpha.forecaster import Forecaster
+
+PRICES = ("open", "high", "low", "close")
+BAR_COLUMNS = (*PRICES, "volume")
+NAN_BAR_POLICIES = ("raise", "skip")
+_ORDINAL_1970 = 719163  # backtrader's float dates count days from 0001-01-01 (ordinal 1)
+_FORECASTERS: dict = {}  # (model, tokenizer) -> Forecaster: indicators naming a model share it
+_TABLES: OrderedDict = OrderedDict()  # (settings, bars digest) -> forecast table (a small LRU)
+_TABLES_KEPT = 8
+
+
+def quantile_column(q: float) -> str:
+    return f"ret_q{q * 100:g}"
+
+
+def bar_times(data) -> pd.DatetimeIndex:
+    """Every bar time the feed holds, as the forecaster's panel stamps them."""
+    num = np.asarray(data.datetime.array, dtype=np.float64)
+    if getattr(data, "_tz", None) is not None:
+        times = pd.DatetimeIndex([data.num2date(x) for x in num])
+    else:
+        ns = np.round((num - _ORDINAL_1970) * 86_400e6).astype(np.int64) * 1000  # microseconds
+        times = pd.DatetimeIndex(ns.astype("datetime64[ns]"))
+    if data._timeframe >= bt.TimeFrame.Days:
+        return times.normalize()  # backtrader puts daily bars at the session end
+    return times.round("ms")
+
+
+def _data_name(strategy, data) -> str:
+    if getattr(data, "_name", ""):
+        return str(data._name)
+    for i, d in enumerate(strategy.datas):
+        if d is data:
+            return f"data{i}"
+    return f"data@{id(data):x}"
+
+
+def _owner_strategy(ind):
+    owner = getattr(ind, "_owner", None)
+    while owner is not None and not isinstance(owner, bt.Strategy):
+        owner = getattr(owner, "_owner", None)
+    return owner
+
+
+class _Group:
+    """The Kronos indicators of one strategy sharing one forecaster configuration."""
+
+    def __init__(self, forecaster: Forecaster, quantiles, nan_bars: str, strategy):
+        self.forecaster = forecaster
+        self.columns = ["pred_return", *map(quantile_column, quantiles), "prob_up"]
+        self.nan_bars = nan_bars
+        self.strategy = strategy
+        self.members: list = []  # (data, name)
+        self.table = None
+        self.table_members: tuple = ()
+        self.live: dict = {}  # name -> (bar key, values)
+        self.warned: set = set()
+
+    def add(self, data) -> str:
+        for d, name in self.members:
+            if d is data:
+                return name
+        name = _data_name(self.strategy, data) if self.strategy is not None else data._name
+        if any(n == name for _, n in self.members):
+            raise InputError(f"two datas are both named {name!r}; name them with adddata(name=...)")
+        self.members.append((data, name))
+        return name
+
+    # -- framework bars -> the forecaster's panel ---------------------------------------------
+    def frame(self, data, name: str, n_past: int) -> pd.DataFrame:
+        """The first ``n_past`` bars with values, then the later bar times the feed holds (NaN rows:
+        they give the forecaster its calendar, never prices)."""
+        times = bar_times(data)
+        cols = {c: np.asarray(getattr(data.lines, c).array, dtype=np.float64) for c in BAR_COLUMNS}
+        df = pd.DataFrame(cols, index=times)
+        df.index.name = "datetime"
+        past = df.iloc[:n_past]
+        bad = ~np.isfinite(past[list(PRICES)].to_numpy()).all(axis=1)
+        if bad.any() and self.nan_bars == "raise":
+            t = past.index[bad.argmax()]
+            raise InputError(
+                f"data {name!r} has a NaN price on the bar of {t} ({int(bad.sum())} such bars); "
+                "clean the feed, or pass nan_bars='skip' to treat them as suspended bars"
+            )
+        vol = past["volume"].to_numpy()
+        if n_past and not (np.isfinite(vol) & (vol > 0)).any() and name not in self.warned:
+            self.warned.add(name)
+            warnings.warn(
+                f"data {name!r} has no volume (all NaN or 0): Kronos forecasts it from prices only",
+                stacklevel=4,
+            )
+        if n_past < len(df):
+            df.iloc[n_past:] = np.nan
+        return df
+
+    # -- runonce ------------------------------------------------------------------------------
+    def once_values(self, data, name: str) -> np.ndarray:
+        """(bars, lines) array of every bar of ``data``, from one call for the whole group."""
+        members = tuple(id(d) for d, _ in self.members)
+        if self.table is None or self.table_members != members:
+            panel = {n: self.frame(d, n, d.buflen()) for d, n in self.members}
+            self.table = self._cached_forecast(panel)
+            self.table_members = members
+        return self._rows(self.table, name, bar_times(data))
+
+    def _cached_forecast(self, panel: dict) -> pd.DataFrame:
+        fc = self.forecaster
+        if fc.seed is None:  # fresh samples every run: nothing to reuse
+            return fc.forecast(panel)
+        h = hashlib.sha256(fc.weights_digest().encode())
+        params = {k: v for k, v in fc.get_params().items() if k not in ("model", "tokenizer")}
+        h.update(repr(sorted(params.items())).encode())
+        for name, df in panel.items():
+            h.update(name.encode() + df.index.asi8.tobytes() + df.to_numpy().tobytes())
+        key = h.hexdigest()
+        if key not in _TABLES:
+            _TABLES[key] = fc.forecast(panel)
+            while len(_TABLES) > _TABLES_KEPT:
+                _TABLES.popitem(last=False)
+        _TABLES.move_to_end(key)
+        return _TABLES[key]
+
+    def _rows(self, table: pd.DataFrame, name: str, times) -> np.ndarray:
+        names = table.index.get_level_values("instrument")
+        sub = table[names == name].droplevel("instrument")
+        return sub.reindex(times)[self.columns].to_numpy(dtype=np.float64)
+
+    # -- next (live, replay) ------------------------------------------------------------------
+    @staticmethod
+    def bar_key(data) -> bytes:
+        now = [len(data), data.datetime[0], *(getattr(data.lines, c)[0] for c in BAR_COLUMNS)]
+        return np.asarray(now, dtype=np.float64).tobytes()
+
+    def next_values(self, data, name: str) -> np.ndarray:
+        key = self.bar_key(data)
+        hit = self.live.get(name)
+        if hit is None or hit[0] != key:
+            self._update_live()
+        return self.live[name][1]
+
+    def _update_live(self) -> None:
+        """Forecast the current bar of every member whose bar is new or changed: one call per
+        distinct bar time (one call when the feeds are in step)."""
+        by_time: dict = {}
+        for d, n in self.members:
+            if len(d) == 0:
+                continue
+            key = self.bar_key(d)
+            if self.live.get(n, (None,))[0] != key:
+                by_time.setdefault(bar_times(d)[len(d) - 1], []).append((d, n, key))
+        for t, stale in by_time.items():
+            panel = {n: self.frame(d, n, len(d)) for d, n, _ in stale}
+            table = self.forecaster.forecast(panel, dates=[t])
+            for _d, n, key in stale:
+                self.live[n] = (key, self._rows(table, n, pd.DatetimeIndex([t]))[0])
+
+
+def resolve_forecaster(p) -> tuple[Forecaster, Forecaster]:
+    """(the user's or shared forecaster, a copy with this indicator's settings sharing its model)."""
+    base = p.forecaster
+    if base is None:
+        if p.model is None:
+            raise ValueError("KronosIndicator needs forecaster= (a Forecaster) or model= (a name)")
+        key = (str(p.model), str(p.tokenizer))
+        if key not in _FORECASTERS:
+            _FORECASTERS[key] = Forecaster(model=p.model, tokenizer=p.tokenizer, progress=False)
+        base = _FORECASTERS[key]
+    elif not isinstance(base, Forecaster):
+        raise TypeError(f"forecaster must be a kronos_alpha.Forecaster, got {type(base).__name__}")
+    if len(p.quantiles) != 2 or not 0 < p.quantiles[0] < p.quantiles[1] < 1:
+        raise ValueError(
+            f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {p.quantiles!r}"
+        )
+    if p.nan_bars not in NAN_BAR_POLICIES:
+        raise ValueError(f"nan_bars must be one of {NAN_BAR_POLICIES}, got {p.nan_bars!r}")
+    settings = {k: getattr(p, k) for k in ("lookback", "horizon", "sample_count") if getattr(p, k)}
+    if p.seed != "forecaster":
+        settings["seed"] = p.seed
+    if p.cache_dir is not None:
+        settings["cache_dir"] = p.cache_dir
+    settings["quantiles"] = tuple(sorted({*base.quantiles, *p.quantiles}))
+    fc = copy.copy(base.load())  # shares the loaded model; the user's object stays untouched
+    fc.set_params(**settings)
+    return base, fc
+
+
+class KronosIndicator(bt.Indicator):
+    """Kronos forecast of the return over the next ``horizon`` bars, per bar, without look-ahead.
+
+    Params: ``forecaster`` (a ``kronos_alpha.Forecaster``) or ``model`` (a zoo name, Hub id or
+    folder; ``tokenizer`` when the model names none); ``lookback``, ``horizon``,
+    ``sample_count`` (None: the forecaster's), ``seed`` (default: the forecaster's; None
+    samples afresh and disables every cache), ``quantiles`` (lower, upper) for the band lines,
+    ``cache_dir`` (the forecaster's disk cache), ``nan_bars`` ("raise" or "skip").
+    See the module docstring for the modes, warm-up and pitfalls.
+    """
+
+    alias = ("Kronos",)
+    lines = ("pred_return", "lower", "upper", "prob_up")
+    params = (
+        ("forecaster", None),
+        ("model", None),
+        ("tokenizer", None),
+        ("lookback", None),
+        ("horizon", None),
+        ("sample_count", None),
+        ("seed", "forecaster"),
+        ("quantiles", (0.1, 0.9)),
+        ("cache_dir", None),
+        ("nan_bars", "raise"),
+    )
+    plotinfo = dict(subplot=True, plotname="Kronos", plothlines=[0.0], plotymargin=0.1)
+    plotlines = dict(
+        pred_return=dict(color="tab:blue", _name="pred_return"),
+        lower=dict(color="grey", ls="--", _name="lower"),
+        upper=dict(color="grey", ls="--", _name="upper", _fill_gt=("lower", ("grey", 0.15))),
+        prob_up=dict(_plotskip=True),  # 0..1, another scale than returns: read it, don't plot it
+    )
+
+    def __init__(self):
+        base, self.forecaster = resolve_forecaster(self.p)
+        self.lookback_ = min(int(self.forecaster.lookback), self.forecaster.max_context_)
+        strategy = _owner_strategy(self)
+        registry = {} if strategy is None else vars(strategy).setdefault("_kronos_groups", {})
+        params = self.forecaster.get_params()
+        key = (id(base), self.p.nan_bars, tuple(self.p.quantiles), repr(sorted(params.items())))
+        if key not in registry:
+            registry[key] = _Group(self.forecaster, self.p.quantiles, self.p.nan_bars, strategy)
+        self.group = registry[key]
+        self.name = self.group.add(self.data)
+        self.addminperiod(self.lookback_)
+
+    def _plotlabel(self):
+        src = self.p.model if self.p.forecaster is None else self.p.forecaster.model
+        model = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
+        fc = self.forecaster
+        return [model, f"lb={fc.lookback}", f"h={fc.horizon}", f"n={fc.sample_count}"]
+
+    def once(self, start, end):
+        values = self.group.once_values(self.data, self.name)
+        for j, line in enumerate(self.lines):
+            dst = line.array
+            for i in range(start, min(end, len(values))):
+                dst[i] = values[i, j]
+
+    def next(self):
+        values = self.group.next_values(self.data, self.name)
+        for j, line in enumerate(self.lines):
+            line[0] = values[j]
+
+
+Kronos = KronosIndicator
+
+__all__ = ["Kronos", "KronosIndicator", "bar_times", "quantile_column"]
