@@ -58,19 +58,27 @@ def timed(fn, repeats):
     best = float("inf")
     out = None
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         out = fn()
+        sync()
         best = min(best, time.perf_counter() - t)
     return best, out
 
 
-def run_case(name: str, repeats: int) -> dict:
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_case(name: str, repeats: int, device: str = "cpu") -> dict:
     """One case in this process: the engine first (its peak RSS), then the reference."""
     torch.manual_seed(0)
-    model = Kronos(**without_dropout(KRONOS_SMALL)).eval()
-    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
+    model = Kronos(**without_dropout(KRONOS_SMALL)).eval().to(device)
+    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval().to(device)
     n, context, pred_len, samples = CASES[name]
-    s1, s2, stamp, future = inputs(tokenizer, n, context, pred_len)
+    s1, s2, stamp, future = (t.to(device) for t in inputs(tokenizer.cpu(), n, context, pred_len))
+    tokenizer.to(device)
     args = (model, s1, s2, stamp, future, pred_len, MAX_CONTEXT, samples, 1.0, 1, 1.0)  # greedy
     generate(*args)  # warm-up (allocator, thread pool)
     engine_s, (e1, e2) = timed(lambda: generate(*args), repeats)
@@ -110,16 +118,18 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu (the targets' device) or cuda")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:  # one case per process, so each peak RSS is its own
-        print(json.dumps(run_case(args.cases, args.repeats)))
+        print(json.dumps(run_case(args.cases, args.repeats, args.device)))
         return
     cases = []
     for name in args.cases:
         cmd = [sys.executable, __file__, "--child", "--cases", name, "--repeats", str(args.repeats)]
+        cmd += ["--device", args.device]
         if args.threads:
             cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -133,7 +143,7 @@ def main() -> None:
         ),
         "model": "Kronos-small dimensions, random weights, float32, greedy",
         "max_context": MAX_CONTEXT,
-        "device": "cpu",
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "threads": args.threads or torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,

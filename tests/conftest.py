@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +11,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# KRONOS_SHARED points elsewhere (e.g. a copy carried to a GPU machine); KRONOS_TEST_DEVICE
+# runs the device-aware tests (fixture goldens, engine == reference) on cuda.
+SHARED = Path(os.environ.get("KRONOS_SHARED", ROOT.parent / "shared"))
+DEVICE = os.environ.get("KRONOS_TEST_DEVICE", "cpu")
 FIXTURE = SHARED / "fixtures" / "upstream-tiny"
 DATA = SHARED / "data"
 
@@ -56,4 +60,6 @@ def tiny_pair():
     from kronos_alpha import Kronos, KronosTokenizer
 
     torch.manual_seed(0)
-    return Kronos(**TINY_MODEL).eval(), KronosTokenizer(**TINY_TOKENIZER).eval()
+    return Kronos(**TINY_MODEL).eval().to(DEVICE), KronosTokenizer(**TINY_TOKENIZER).eval().to(
+        DEVICE
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEVICE
 
 from kronos_alpha.generation import (
     filter_logits,
@@ -17,7 +18,7 @@ from kronos_alpha.generation import (
 
 def _inputs(tokenizer, n, context, pred_len, seed=0):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, context, 6, generator=g)
+    x = torch.randn(n, context, 6, generator=g).to(DEVICE)
     minutes = torch.arange(context + pred_len) * 5
     stamp = torch.stack(
         [
@@ -29,7 +30,7 @@ def _inputs(tokenizer, n, context, pred_len, seed=0):
         ],
         dim=-1,
     ).float()
-    stamp = stamp.expand(n, -1, -1).contiguous()
+    stamp = stamp.expand(n, -1, -1).contiguous().to(DEVICE)
     with torch.no_grad():
         s1, s2 = tokenizer.encode(x)
     return s1, s2, stamp[:, :context], stamp[:, context:]

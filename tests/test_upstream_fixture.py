@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import DEVICE
 
 from kronos_alpha import KronosPredictor
 from kronos_alpha.data import as_timestamps, normalize, ohlcv_matrix, scaler_stats, time_features
@@ -68,7 +69,9 @@ def test_greedy_forecasts_equal_the_golden_csvs(
         start, ctx, pred = case["start"], case["context"], case["pred_len"]
         context = intraday_bars.iloc[start : start + ctx]
         future = intraday_bars.iloc[start + ctx : start + ctx + pred]
-        predictor = KronosPredictor(model, tokenizer, device="cpu", max_context=case["max_context"])
+        predictor = KronosPredictor(
+            model, tokenizer, device=DEVICE, max_context=case["max_context"]
+        )
         out = predictor.predict(
             context[case["columns"]],
             context["timestamps"],
