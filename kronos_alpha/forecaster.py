@@ -121,6 +121,8 @@ def _quantile_name(q: float) -> str:
 # -- panel handling ----------------------------------------------------------------------------
 def _clean_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Lower-case, drop Qlib's '$' prefix; keep only the model's features."""
+    if all(c in FEATURE_COLS for c in df.columns):
+        return df
     df = df.rename(columns=lambda c: str(c).lstrip("$").lower())
     return df[[c for c in FEATURE_COLS if c in df.columns]]
 
@@ -171,7 +173,7 @@ def split_panel(panel) -> dict[str, pd.DataFrame]:
             )
         times = _datetime_index(panel.index.get_level_values(t_level), "panel datetime level")
         inst = panel.index.get_level_values(i_level).astype(str)
-        body = panel.reset_index(drop=True)
+        body = _clean_columns(panel.reset_index(drop=True))
         body.index = times
         frames = {name: g for name, g in body.groupby(inst.to_numpy(), sort=True)}
     else:
@@ -191,12 +193,13 @@ def split_panel(panel) -> dict[str, pd.DataFrame]:
         if not df.index.is_monotonic_increasing:
             unsorted.append(name)
             df = df.sort_index()
-        missing = [c for c in PRICE_COLS if c not in _clean_columns(df).columns]
+        clean = _clean_columns(df)
+        missing = [c for c in PRICE_COLS if c not in clean.columns]
         if missing:
             raise InputError(
                 f"instrument {name!r} is missing price column(s) {missing}; it has {list(df.columns)}"
             )
-        out[name] = _clean_columns(df)
+        out[name] = clean
     if unsorted:
         warnings.warn(
             f"panel rows were not in time order for {len(unsorted)} instrument(s) (first {unsorted[0]!r}); "
@@ -669,12 +672,13 @@ class Forecaster:
     def _run(self, windows, lookback: int, calendar: BarCalendar):
         """Sampled paths (samples, horizon, 6), de-normalised, for every window."""
         P, S = int(self.horizon), int(self.sample_count)
-        future_of: dict = {}
-        futures = []
+        future_of: dict = {}  # decision time -> (future bar times, their time features)
         for t, *_ in windows:
             if t not in future_of:
-                future_of[t] = calendar.future(t, P)
-            futures.append(future_of[t])
+                times = calendar.future(t, P)
+                future_of[t] = (times, time_features(times))
+        futures = [future_of[w[0]][0] for w in windows]
+        fstamps = [future_of[w[0]][1] for w in windows]
         cache = (
             ForecastCache(self.cache_dir)
             if (self.cache_dir is not None and self.seed is not None)
@@ -694,7 +698,7 @@ class Forecaster:
                 h = hashlib.sha256(base.encode())
                 h.update(s.x[lo : end + 1].tobytes())
                 h.update(s.stamp[lo : end + 1].tobytes())
-                h.update(time_features(futures[i]).tobytes())
+                h.update(fstamps[i].tobytes())
                 h.update(str(seeds[i]).encode())
                 keys[i] = h.hexdigest()
                 paths[i] = cache.get(keys[i], (S, P, len(FEATURE_COLS)))
@@ -704,7 +708,7 @@ class Forecaster:
         mine = todo[distributed.rank() :: distributed.world_size()]
         computed = self._compute(
             [windows[i] for i in mine],
-            [futures[i] for i in mine],
+            [fstamps[i] for i in mine],
             [seeds[i] for i in mine],
             lookback,
         )
@@ -718,7 +722,7 @@ class Forecaster:
         self._computed_here = len(mine)
         return paths, futures, from_cache, 0 if cache is None else cache.corrupt
 
-    def _compute(self, windows, futures, seeds, lookback: int) -> list[np.ndarray]:
+    def _compute(self, windows, fstamps, seeds, lookback: int) -> list[np.ndarray]:
         from tqdm.auto import tqdm
 
         st = self._loaded
@@ -748,7 +752,7 @@ class Forecaster:
                     for i in members
                 ]
             )
-            fstamp = np.stack([time_features(futures[i]) for i in members])
+            fstamp = np.stack([fstamps[i] for i in members])
             mean, std = scaler_stats(raw)
             x = normalize(raw, mean, std, self.clip)
             uniforms = (
