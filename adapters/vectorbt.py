@@ -1,0 +1,268 @@
+"""Kronos as a vectorbt indicator, plus a top-K rebalancing portfolio from its forecasts.
+
+``KronosSignal`` is built with ``vbt.IndicatorFactory``. It is a thin shell over
+``kronos_alpha.Forecaster``: the wide OHLCV frames become the forecaster's panel (one
+instrument per column), and the forecast table is spread back into wide outputs. Windowing,
+normalisation, sampling and the missing-bar policy are all the forecaster's::
+
+    fc = Forecaster(model="kronos-small", cache_dir="~/.cache/kronos")
+    sig = KronosSignal.run(open, high, low, close, volume, lookback=[32, 64], horizon=5,
+                           sample_count=8, forecaster=fc)
+    entries = sig.pred_return_above(0.01)          # thresholds never re-run the model
+    exits = sig.prob_up_below([0.3, 0.4, 0.5])
+
+Outputs: ``pred_return`` (mean predicted return over ``horizon`` bars from the close of each
+bar), ``lower`` / ``upper`` (the ``quantiles`` of the sampled returns, default 0.1 and 0.9) and
+``prob_up``, each aligned with the bar the forecast is decided at (it uses only bars at or
+before that bar). The ``cache_func`` runs the forecaster once per distinct (lookback, horizon,
+sample_count) combination of the run, over every column and bar in one batched call; every
+other parameter sweep (thresholds via the generated ``*_above`` / ``*_below`` /
+``*_crossed_above`` methods) works on those outputs only.
+
+Run keywords: ``forecaster`` (a ``Forecaster``) or ``model`` (a zoo name, Hub id or folder, with
+``tokenizer`` when needed); ``seed`` (default: the forecaster's); ``quantiles``; ``cache_dir``;
+``nan_bars``.
+
+Warm-up and gaps: the first ``lookback - 1`` bars of each column are NaN, and so are bars the
+forecaster skips (suspended: volume 0). All-NaN bars before an instrument's first priced bar or
+after its last (not yet listed / delisted in a wide panel) are NaN outputs. A NaN price between
+those raises ``InputError`` naming the column and bar, unless ``nan_bars="skip"`` hands it to the
+forecaster's suspended-bar policy. A column without volume (all NaN or 0) is forecast from prices
+only, with a warning.
+
+vectorbt 1.2.0 notes: the first call of a numba function compiles it (seconds); statistics
+annualise with ``vbt.settings.returns["year_freq"]`` (365 days by default): use
+``YEAR_FREQ`` ("252 days") for daily stock bars, e.g. ``pf.stats(settings=dict(year_freq=YEAR_FREQ))``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pandas as pd
+import vectorbt as vbt
+from kronos_alpha.strategies import topk_weights
+from kronos_alpha.strategies.signal import to_wide
+
+from kronos_alpha.data import InputError
+from kronos_alpha.forecaster import Forecaster
+
+YEAR_FREQ = "252 days"
+PRICES = ("open", "high", "low", "close")
+NAN_BAR_POLICIES = ("raise", "skip")
+OUTPUTS = ("pred_return", "lower", "upper", "prob_up")
+_FORECASTERS: dict = {}  # (model, tokenizer) -> Forecaster: runs naming a model share one load
+
+
+def _quantile_column(q: float) -> str:
+    return f"ret_q{q * 100:g}"
+
+
+def _base_forecaster(forecaster, model, tokenizer) -> Forecaster:
+    if forecaster is not None:
+        if not isinstance(forecaster, Forecaster):
+            raise TypeError(
+                f"forecaster must be a kronos_alpha.Forecaster, got {type(forecaster).__name__}"
+            )
+        return forecaster
+    if model is None:
+        raise ValueError("KronosSignal.run needs forecaster= (a Forecaster) or model= (a name)")
+    key = (str(model), str(tokenizer))
+    if key not in _FORECASTERS:
+        _FORECASTERS[key] = Forecaster(model=model, tokenizer=tokenizer, progress=False)
+    return _FORECASTERS[key]
+
+
+def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[str, pd.DataFrame]:
+    """Wide (time x instrument) OHLCV frames -> the forecaster's {instrument: bars} panel.
+
+    Rows outside an instrument's priced span stay as NaN bars (the forecaster skips them as
+    not traded; their times remain its calendar); NaN prices inside the span are an error
+    (``nan_bars="raise"``) or passed on as suspended bars (``"skip"``).
+    """
+    if nan_bars not in NAN_BAR_POLICIES:
+        raise ValueError(f"nan_bars must be one of {NAN_BAR_POLICIES}, got {nan_bars!r}")
+    frames = dict(zip((*PRICES, "volume"), (open, high, low, close, volume)))
+    index = close.index
+    if not isinstance(index, pd.DatetimeIndex):
+        raise InputError(
+            f"the bars need a DatetimeIndex (time features), got {type(index).__name__}"
+        )
+    panel = {}
+    for j, col in enumerate(close.columns):
+        df = pd.DataFrame(
+            {k: np.asarray(v.iloc[:, j], dtype=np.float64) for k, v in frames.items()}
+        )
+        df.index = index
+        priced = np.isfinite(df[list(PRICES)].to_numpy()).all(axis=1)
+        anything = np.isfinite(df[list(PRICES)].to_numpy()).any(axis=1)
+        name = str(col)
+        if not anything.any():
+            continue  # an instrument with no bars at all in this span: all outputs NaN
+        first, last = int(np.argmax(anything)), len(df) - int(np.argmax(anything[::-1]))
+        bad = ~priced[first:last]
+        if bad.any() and nan_bars == "raise":
+            t = df.index[first + int(np.argmax(bad))]
+            raise InputError(
+                f"column {name!r} has a NaN price on the bar of {t} ({int(bad.sum())} such bars "
+                "inside its priced span); clean the bars, or pass nan_bars='skip' to treat them "
+                "as suspended bars"
+            )
+        span = df.iloc[first:last]
+        vol = span["volume"].to_numpy()
+        if not (np.isfinite(vol) & (vol > 0)).any():
+            warnings.warn(
+                f"column {name!r} has no volume (all NaN or 0): Kronos forecasts it from prices only",
+                stacklevel=3,
+            )
+        panel[name] = df  # rows outside the span stay: NaN bars, yet the calendar's times
+    if not panel:
+        raise InputError("no column has any priced bar")
+    return panel
+
+
+def _wide(table: pd.DataFrame, column: str, index, columns) -> np.ndarray:
+    wide = table[column].unstack("instrument")
+    return wide.reindex(index=index, columns=[str(c) for c in columns]).to_numpy(np.float64)
+
+
+def kronos_cache(
+    open,
+    high,
+    low,
+    close,
+    volume,
+    lookbacks,
+    horizons,
+    sample_counts,
+    forecaster=None,
+    model=None,
+    tokenizer=None,
+    seed="forecaster",
+    quantiles=(0.1, 0.9),
+    cache_dir=None,
+    nan_bars="raise",
+):
+    """The ``cache_func``: one batched forecaster call per distinct parameter combination."""
+    if len(quantiles) != 2 or not 0 < quantiles[0] < quantiles[1] < 1:
+        raise ValueError(
+            f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {quantiles!r}"
+        )
+    base = _base_forecaster(forecaster, model, tokenizer).load()
+    panel = to_panel(open, high, low, close, volume, nan_bars)
+    columns = ["pred_return", *map(_quantile_column, quantiles), "prob_up"]
+    out = {}
+    for combo in dict.fromkeys(zip(lookbacks, horizons, sample_counts)):
+        fc = copy.copy(base)  # shares the loaded model; the user's object stays untouched
+        settings = dict(zip(("lookback", "horizon", "sample_count"), map(int, combo)))
+        settings["quantiles"] = tuple(sorted({*base.quantiles, *quantiles}))
+        if seed != "forecaster":
+            settings["seed"] = seed
+        if cache_dir is not None:
+            settings["cache_dir"] = cache_dir
+        table = fc.set_params(**settings).forecast(panel)
+        out[combo] = tuple(_wide(table, c, close.index, close.columns) for c in columns)
+    return out
+
+
+def kronos_apply(open, high, low, close, volume, lookback, horizon, sample_count, cache, **kwargs):
+    return cache[(lookback, horizon, sample_count)]
+
+
+KronosSignal = vbt.IndicatorFactory(
+    class_name="KronosSignal",
+    short_name="kronos",
+    input_names=["open", "high", "low", "close", "volume"],
+    param_names=["lookback", "horizon", "sample_count"],
+    output_names=list(OUTPUTS),
+).from_apply_func(
+    kronos_apply,
+    cache_func=kronos_cache,
+    keep_pd=True,
+    lookback=90,
+    horizon=10,
+    sample_count=5,
+)
+
+
+def _single_combo(signal) -> pd.DataFrame:
+    """A KronosSignal output with parameter levels -> a plain date x instrument frame."""
+    if isinstance(signal, pd.DataFrame) and isinstance(signal.columns, pd.MultiIndex):
+        params = signal.columns.droplevel(-1).unique()
+        if len(params) != 1:
+            raise ValueError(
+                f"the signal holds {len(params)} parameter combinations; select one "
+                "(e.g. sig.pred_return[(64, 5, 8)]) before building a book"
+            )
+        signal = signal.droplevel(list(range(signal.columns.nlevels - 1)), axis=1)
+    return signal
+
+
+def topk_portfolio(
+    close: pd.DataFrame,
+    signal,
+    k: int,
+    n_drop: int | None = None,
+    hold_period: int = 1,
+    turnover_cap: float | None = None,
+    weighting: str = "equal",
+    every: int = 1,
+    lag: int = 1,
+    fees: float = 0.0015,
+    slippage: float = 0.0005,
+    init_cash: float = 1_000_000.0,
+    freq="1D",
+    **from_orders_kwargs,
+):
+    """A cross-sectional top-K book rebalanced from the strategies module's target weights.
+
+    ``signal``: scores by (datetime, instrument) - a forecast table (``pred_return`` column), a
+    wide frame, or a ``KronosSignal`` output of one parameter combination. Weights come from
+    ``kronos_alpha.strategies.topk_weights`` (K, n_drop, hold_period, turnover_cap, weighting)
+    on every ``every``-th date with scores (warm-up dates without any score are left out).
+    A book decided at the close of t is traded ``lag`` bars later (default 1: at the next
+    close) via ``vbt.Portfolio.from_orders(size_type="targetpercent", group_by=True,
+    cash_sharing=True, call_seq="auto")``, sells before buys, with ``fees`` and ``slippage``
+    as fractions of traded value. Returns ``(portfolio, target weights)``.
+    """
+    if lag < 0 or every < 1:
+        raise ValueError(f"lag must be >= 0 and every >= 1, got lag={lag}, every={every}")
+    scores = to_wide(_single_combo(signal))
+    scores.columns = scores.columns.astype(str)
+    scores = scores[scores.notna().any(axis=1)].iloc[::every]
+    if scores.empty:
+        raise InputError("the signal has no scores (all NaN: still in the warm-up?)")
+    weights = topk_weights(scores, k, n_drop, hold_period, turnover_cap, weighting)
+    close = close.copy()
+    close.columns = close.columns.astype(str)
+    missing = weights.columns.difference(close.columns)
+    if len(missing):
+        raise InputError(f"close has no column for instrument(s) {list(missing)[:5]}")
+    pos = close.index.get_indexer(weights.index)
+    if (pos < 0).any():
+        raise InputError(f"signal date {weights.index[pos < 0][0]} is not a bar of close")
+    size = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
+    exec_pos = pos + lag
+    inside = exec_pos < len(close)
+    size.iloc[exec_pos[inside]] = (
+        weights[inside].reindex(columns=close.columns, fill_value=0.0).to_numpy()
+    )
+    pf = vbt.Portfolio.from_orders(
+        close,
+        size=size,
+        size_type="targetpercent",
+        group_by=True,
+        cash_sharing=True,
+        call_seq="auto",
+        fees=fees,
+        slippage=slippage,
+        init_cash=init_cash,
+        freq=freq,
+        **from_orders_kwargs,
+    )
+    return pf, weights
+
+
+__all__ = ["YEAR_FREQ", "KronosSignal", "kronos_cache", "to_panel", "topk_portfolio"]

@@ -1,0 +1,179 @@
+"""vectorbt adapter: one forecaster pass per parameter combination, thresholds without re-runs,
+agreement with the Forecaster, no look-ahead, bad input, and the top-K book.
+
+Real CSI300 bars (../shared/data) and the upstream-tiny fixture checkpoint. vectorbt's numba
+JIT is paid once: the indicator run and the portfolio are module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+vbt = pytest.importorskip("vectorbt")
+
+from kronos_alpha.adapters.vectorbt import KronosSignal, to_panel, topk_portfolio  # noqa: E402
+from kronos_alpha.strategies import topk_weights  # noqa: E402
+
+from kronos_alpha.data import InputError  # noqa: E402
+from kronos_alpha.forecaster import Forecaster  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
+NAMES = ["SH600000", "SH600036", "SH601318", "SZ000001"]
+LOOKBACKS, HORIZON, SAMPLES = [16, 20], 3, 2
+FIELDS = ["open", "high", "low", "close", "volume"]
+
+
+@pytest.fixture(scope="module")
+def bars() -> dict[str, pd.DataFrame]:
+    if not (DATA / "calendars" / "day.txt").exists():
+        pytest.skip(f"shared Qlib data not found at {DATA}")
+    from kronos_alpha.strategies.panel import load_panel
+
+    panel, _ = load_panel(DATA, NAMES, "2020-01-01", "2020-02-28")
+    return {f: panel[f].unstack("instrument") for f in FIELDS}
+
+
+@pytest.fixture(scope="module")
+def forecaster() -> Forecaster:
+    if not (FIXTURE / "model").is_dir():
+        pytest.skip(f"upstream-tiny fixture not found at {FIXTURE}")
+    fc = Forecaster(
+        model=str(FIXTURE / "model"),
+        tokenizer=str(FIXTURE / "tokenizer"),
+        lookback=LOOKBACKS[0],
+        horizon=HORIZON,
+        sample_count=SAMPLES,
+        progress=False,
+    )
+    return fc.load()
+
+
+@pytest.fixture(scope="module")
+def calls():
+    """Counts forecaster calls for the whole module (every adapter call goes through forecast)."""
+    seen = []
+    original = Forecaster.forecast
+
+    def counted(self, panel, dates=None):
+        seen.append(self.lookback)
+        return original(self, panel, dates)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Forecaster, "forecast", counted)
+        yield seen
+
+
+@pytest.fixture(scope="module")
+def signal(bars, forecaster, calls):
+    sig = KronosSignal.run(
+        *(bars[f] for f in FIELDS),
+        lookback=LOOKBACKS,
+        horizon=HORIZON,
+        sample_count=SAMPLES,
+        forecaster=forecaster,
+    )
+    assert calls == LOOKBACKS  # one batched pass per parameter combination, all columns
+    return sig
+
+
+def long_panel(bars) -> pd.DataFrame:
+    return pd.concat({f: bars[f].stack() for f in FIELDS}, axis=1).rename_axis(
+        ["datetime", "instrument"]
+    )
+
+
+def test_outputs_match_direct_forecaster_with_warm_up(bars, forecaster, signal):
+    for lookback in LOOKBACKS:
+        fc = Forecaster(**{**forecaster.get_params(), "lookback": lookback})
+        table = fc.forecast(long_panel(bars))
+        for out, col in [("pred_return", "pred_return"), ("lower", "ret_q10"),
+                         ("upper", "ret_q90"), ("prob_up", "prob_up")]:  # fmt: skip
+            got = getattr(signal, out)[(lookback, HORIZON, SAMPLES)]
+            want = table[col].unstack("instrument").reindex(index=got.index, columns=got.columns)
+            np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
+            assert got.iloc[: lookback - 1].isna().all().all()  # documented warm-up
+            assert got.iloc[lookback - 1 :].notna().all().all()
+
+
+def test_threshold_sweep_never_reruns_the_model(signal, calls):
+    n = len(calls)
+    entries = signal.pred_return_above([0.0, 0.01])
+    exits = signal.prob_up_below(0.5)
+    assert len(calls) == n
+    assert entries.shape[1] == 2 * len(LOOKBACKS) * len(NAMES)
+    pr = signal.pred_return[(LOOKBACKS[0], HORIZON, SAMPLES)]
+    got = entries[(0.01, LOOKBACKS[0], HORIZON, SAMPLES)]
+    pd.testing.assert_frame_equal(got, pr > 0.01, check_names=False)
+    assert exits.shape == signal.prob_up.shape
+
+
+def test_no_look_ahead(bars, forecaster, signal):
+    cut = bars["close"].index[-8]
+    shocked = {f: v.copy() for f, v in bars.items()}
+    for f in ("open", "high", "low", "close"):
+        shocked[f].loc[cut:] *= 1.3
+    shocked["volume"].loc[cut:] *= 5
+    again = KronosSignal.run(
+        *(shocked[f] for f in FIELDS),
+        lookback=LOOKBACKS[0],
+        horizon=HORIZON,
+        sample_count=SAMPLES,
+        forecaster=forecaster,
+    )
+    base = signal.pred_return[(LOOKBACKS[0], HORIZON, SAMPLES)]
+    before = base.index < cut
+    np.testing.assert_array_equal(again.pred_return[before].to_numpy(), base[before].to_numpy())
+    assert not np.allclose(again.pred_return[~before].to_numpy(), base[~before].to_numpy())
+
+
+def test_short_series_is_all_warm_up(bars, forecaster):
+    short = {f: v.iloc[:10, :1] for f, v in bars.items()}
+    sig = KronosSignal.run(*(short[f] for f in FIELDS), lookback=16, horizon=HORIZON,
+                           sample_count=SAMPLES, forecaster=forecaster)  # fmt: skip
+    assert sig.pred_return.shape == (10, 1) and sig.pred_return.isna().all().all()
+
+
+def test_nan_bars_named_unless_outside_the_listed_span(bars):
+    bad = {f: v.copy() for f, v in bars.items()}
+    day = bad["close"].index[12]
+    bad["close"].loc[day, NAMES[2]] = np.nan
+    with pytest.raises(InputError, match=rf"{NAMES[2]}.*{day:%Y-%m-%d}"):
+        to_panel(*(bad[f] for f in FIELDS))
+    assert NAMES[2] in to_panel(*(bad[f] for f in FIELDS), nan_bars="skip")
+    listed_late = {f: v.copy() for f, v in bars.items()}
+    for f in FIELDS:
+        listed_late[f].iloc[:5, 0] = np.nan  # not listed yet: fine, NaN outputs there
+    panel = to_panel(*(listed_late[f] for f in FIELDS))
+    assert panel[NAMES[0]]["close"].iloc[:5].isna().all()
+    no_volume = {**bars, "volume": bars["volume"] * np.nan}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        to_panel(*(no_volume[f] for f in FIELDS))
+    assert sum("no volume" in str(w.message) for w in caught) == len(NAMES)
+    with pytest.raises(ValueError, match="forecaster= .* or model="):
+        KronosSignal.run(*(bars[f] for f in FIELDS), lookback=16)
+
+
+def test_topk_book_follows_the_strategies_weights(bars, signal):
+    pred = signal.pred_return[(LOOKBACKS[0], HORIZON, SAMPLES)]
+    pf, weights = topk_portfolio(bars["close"], pred, k=2, n_drop=1, fees=0.001, slippage=0.0005)
+    scored = pred.droplevel([0, 1, 2], axis=1) if isinstance(pred.columns, pd.MultiIndex) else pred
+    scored = scored[scored.notna().any(axis=1)]
+    pd.testing.assert_frame_equal(weights, topk_weights(scored, k=2, n_drop=1), check_names=False)
+    # the book decided at the close of t is held from the close of t+1 on (lag 1)
+    value = pf.value()
+    held = pf.asset_value(group_by=False).div(value, axis=0)
+    pos = bars["close"].index.get_indexer(weights.index)
+    assert held.iloc[: pos[0] + 1].abs().to_numpy().max() == 0
+    traded = pos + 1 < len(held)
+    got = held.iloc[pos[traded] + 1].reindex(columns=weights.columns)
+    np.testing.assert_allclose(got.to_numpy(), weights[traded].to_numpy(), atol=0.01)
+    assert pf.orders.count() > 0 and float(pf.orders.fees.sum()) > 0
+    assert float(value.iloc[0]) == pytest.approx(1_000_000.0, rel=0.01)
