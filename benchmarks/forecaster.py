@@ -6,6 +6,13 @@ on the weights' values) and Kronos-Tokenizer-base dimensions. Prints one JSON ob
 
     python benchmarks/forecaster.py                 # the full size (minutes on a laptop CPU)
     python benchmarks/forecaster.py --instruments 30 --dates 2   # a quick look
+
+Measured 2026-11-26 (engine as in the working tree then; Kronos-small dims, random weights):
+- 16-core x86_64 CPU, 16 threads, 300 x 1 windows: 28.0 windows/s cold, 314/s warm, 0.89 GB peak RSS
+  (the full 300 x 20 would take about 3.6 minutes there).
+- H200, same machine, full 300 x 20: float32 1437 windows/s cold, 5618/s warm (1.45 GB RSS);
+  bf16 model + float32 tokenizer 972 windows/s cold.
+- The 2-core development box under load 10: 0.23 windows/s (60 x 2 windows).
 """
 
 from __future__ import annotations

@@ -329,6 +329,17 @@ class Forecaster:
         self.report: dict = {}
         self._loaded = None
 
+    # Pickles (Qlib saves models with them) carry the parameters, never the loaded weights of a
+    # named model: the copy reloads lazily. A Kronos instance given as ``model`` travels as is.
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state.pop("paths_", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._loaded = None
+
     # -- scikit-learn style parameters -------------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -453,7 +464,7 @@ class Forecaster:
 
     def load(self) -> Forecaster:
         """Load model and tokenizer now (forecast() does it on first use)."""
-        if self._loaded is not None:
+        if getattr(self, "_loaded", None) is not None:
             return self
         model, tokenizer, model_max_context, source = self._load_model()
         check_compatible(model, tokenizer)

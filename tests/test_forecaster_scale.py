@@ -244,3 +244,15 @@ def test_two_gloo_ranks_give_the_same_table_as_one_process(tmp_path):
     fc = fc_for(cache_dir=cache)
     pd.testing.assert_frame_equal(fc.forecast(panel, dates=panel["AAA"].index[-3:]), one)
     assert fc.report["from_cache"] == 9 and len(entries(cache)) == 9
+
+
+def test_pickle_round_trip_keeps_parameters_and_reloads(tmp_path):
+    import pickle
+
+    panel = make_panel(names=("AAA",))
+    fc = fc_for(seed=5)
+    table = fc.forecast(panel, dates=panel["AAA"].index[-1:])
+    copy = pickle.loads(pickle.dumps(fc))
+    assert copy.get_params() == fc.get_params() and copy._loaded is None
+    assert len(pickle.dumps(fc)) < 10_000  # the weights of a named model are not pickled
+    pd.testing.assert_frame_equal(copy.forecast(panel, dates=panel["AAA"].index[-1:]), table)
