@@ -39,7 +39,10 @@ def main() -> None:
     if t < bars.index[-1]:  # a past date: show what happened, for comparison
         realised = bars["close"].iloc[bars.index.get_loc(t) + 10] / bars.loc[t, "close"] - 1
         print(f"realised 10-bar return: {realised:+.4f}")
-    fig = plot_forecast(bars.loc[:t], future, paths, title=f"{args.ticker} at {t:%Y-%m-%d}")
+    after = bars.loc[t:].iloc[1:11]
+    fig = plot_forecast(
+        bars.loc[:t], future, paths, title=f"{args.ticker} at {t:%Y-%m-%d}", actual=after
+    )
     fig.savefig(args.out)
     print(f"chart: {args.out}")
 

@@ -23,10 +23,12 @@ def plot_forecast(
     context: int = 60,
     fan=((0.1, 0.9), (0.25, 0.75)),
     ax=None,
+    actual: pd.DataFrame | None = None,
 ):
     """Plot the last ``context`` bars of ``history`` (open high low close), then the forecast
     from ``paths`` (samples, horizon, 6 - close is column 3): mean path, median, quantile fan.
-    Bars sit at consecutive x positions (no weekend gaps); ticks show dates. Returns the figure."""
+    Bars sit at consecutive x positions (no weekend gaps); ticks show dates. ``actual``: the
+    bars that followed (for a past decision time), drawn as the realised close. Returns the figure."""
     import matplotlib
 
     if ax is None:
@@ -67,6 +69,18 @@ def plot_forecast(
         zorder=4,
     )
     ax.plot(xf, close.mean(axis=0), color="#ff8f00", linewidth=2.2, label="mean path", zorder=5)
+    if actual is not None and len(actual):
+        real = np.concatenate([[last], actual["close"].to_numpy()[:p]])
+        ax.plot(
+            xf[: len(real)],
+            real,
+            color="black",
+            marker="o",
+            markersize=3,
+            linewidth=1.2,
+            label="realised close",
+            zorder=6,
+        )
     ax.axvline(n - 1, color="grey", linestyle=":", linewidth=1)
     ax.annotate(
         "decision time",

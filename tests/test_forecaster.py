@@ -288,3 +288,21 @@ def test_bf16_model_keeps_a_float32_tokenizer(tiny):
     with pytest.raises(ValueError, match="fp16 needs a cuda"):
         fc_for(tiny, dtype="fp16", device="cpu").load()
     assert next(tiny[0].parameters()).dtype == torch.float32  # the caller's model is untouched
+
+
+def test_greedy_paths_equal_the_predictor_on_the_same_window(tiny):
+    from kronos_alpha import KronosPredictor
+
+    panel = make_panel(names=("AAA",))
+    bars = panel["AAA"]
+    t = bars.index[-6]
+    fc = fc_for(tiny, top_k=1, sample_count=1, return_paths=True)
+    fc.forecast(panel, dates=[t])
+    future, paths = fc.paths_[(t, "AAA")]
+    window = bars.loc[:t].iloc[-24:]
+    pred = KronosPredictor(*tiny, device="cpu", max_context=512)
+    want = pred.predict(
+        window, window.index, future, pred_len=3, top_k=1, sample_count=1, verbose=False
+    )
+    np.testing.assert_allclose(paths[0], want.to_numpy(), rtol=1e-5, atol=1e-4)
+    assert list(future) == list(bars.index[-5:-2])  # future stamps from the panel calendar

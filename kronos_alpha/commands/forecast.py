@@ -171,12 +171,14 @@ def run(args) -> int:
         t = rows.index[-1]
         future, paths = fc.paths_[(t, name)]
         hist = frames[name].loc[:t]
+        after = frames[name].loc[t:].iloc[1 : 1 + args.horizon]  # a past date: what happened
         fig = plot_forecast(
             hist,
             future,
             paths,
             title=f"{name} at {t:%Y-%m-%d %H:%M}".replace(" 00:00", ""),
             context=args.context,
+            actual=after,
         )
         fig.text(
             0.99, 0.01, f"model: {fc.source_}", ha="right", va="bottom", fontsize=7, color="grey"
