@@ -27,7 +27,8 @@ FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
 SHARED_DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
 LOOKBACK = 40
 START, END = "2021-01-04", "2021-08-31"
-SEGMENTS = {"train": ("2021-01-04", "2021-06-30"), "test": ("2021-07-01", "2021-07-16")}
+TEST_END = "2021-07-09"
+SEGMENTS = {"train": ("2021-01-04", "2021-06-30"), "test": ("2021-07-01", TEST_END)}
 
 if not (FIXTURE / "model").is_dir():
     pytest.skip(f"fixture checkpoint {FIXTURE} is absent", allow_module_level=True)
@@ -54,7 +55,7 @@ def provider(tmp_path_factory) -> Path:
         df = make_bars(175, i, START)
         df["factor"] = 1.0
         df.to_csv(src / f"{code}.csv", index=False)
-    late = make_bars(100, 9, "2021-06-10")  # 15 bars before the test starts: < lookback
+    late = make_bars(100, 9, "2021-05-10")  # 39 bars on the first test day: one short of lookback
     late["factor"] = 1.0
     late.to_csv(src / "SZ300001.csv", index=False)
     bench = make_bars(175, 7, START)
@@ -111,53 +112,51 @@ def test_handler_fields_and_label(qlib_on):
     )
 
 
-def test_predict_uses_the_forecaster_and_skips_short_history(qlib_on):
+@pytest.fixture(scope="module")
+def predicted(provider):
+    """One fitted model and its test-segment scores, shared by the tests that compare."""
+    qlib.init(provider_uri=str(provider), region="cn", kernels=1)
     ds = dataset()
     m = model()
     m.fit(ds)
+    return ds, m, m.predict(ds)
+
+
+def test_predict_uses_the_forecaster_and_skips_short_history(qlib_on, predicted):
+    ds, m, pred = predicted
     assert m.fitted_on["start"] == "2021-01-04" and m.fitted_on["instruments"] == 5
-    pred = m.predict(ds)
     assert isinstance(pred, pd.Series) and pred.dtype == np.float64
     assert list(pred.index.names) == ["datetime", "instrument"]
     dates = pred.index.get_level_values("datetime")
-    assert dates.min() >= pd.Timestamp("2021-07-01") and dates.max() <= pd.Timestamp("2021-07-16")
+    assert dates.min() == pd.Timestamp("2021-07-01") and dates.max() == pd.Timestamp(TEST_END)
     n_days = dates.nunique()
     # SZ300001 has < lookback bars at the start of the test: skipped and counted
-    assert m.last_report["skipped"]["short_history"] > 0
-    assert len(pred) == 4 * n_days + (n_days * 1 - m.last_report["skipped"]["short_history"])
+    short = m.last_report["skipped"]["short_history"]
+    assert 0 < short < n_days and len(pred) == 5 * n_days - short
     # exactly the shared forecaster's numbers for the same panel
-    bars = raw_bars(ds.handler, "2021-07-16")
-    table = m.forecaster().forecast(bars, dates=dates.unique())
-    direct = table["pred_return"]
-    pd.testing.assert_series_equal(
-        pred, direct.reindex(pred.index).rename("score"), check_exact=False, rtol=1e-6
-    )
-    # the other signals come from the same table
-    rr = model(signal="return_risk", sample_count=2).predict(ds)
-    table = model(sample_count=2).forecaster().forecast(bars, dates=dates.unique())
-    np.testing.assert_allclose(
-        rr.to_numpy(), (table["ret_mean"] / table["ret_std"]).reindex(rr.index).to_numpy()
-    )
+    table = m.forecaster().forecast(raw_bars(ds.handler, TEST_END), dates=dates.unique())
+    direct = table["pred_return"].reindex(pred.index).rename("score")
+    pd.testing.assert_series_equal(pred, direct, check_exact=False, rtol=1e-6)
+    # the other signals are columns of the same table
+    np.testing.assert_array_equal(model(signal="prob_up").score(table), table["prob_up"])
+    rr = model(signal="return_risk", sample_count=2).score(table)
+    np.testing.assert_array_equal(rr, table["ret_mean"] / table["ret_std"].replace(0.0, np.nan))
 
 
-def test_no_look_ahead_and_tsdataset(qlib_on):
+def test_no_look_ahead_and_tsdataset(qlib_on, predicted):
     """Scores up to t do not change when the data after t is cut off; TSDatasetH agrees."""
-    full = model().predict(dataset())
-    cut = model().predict(dataset(end="2021-07-09"), segment=("2021-07-01", "2021-07-09"))
-    pd.testing.assert_series_equal(full.loc[:"2021-07-09"], cut)
+    full = predicted[2]
+    cut = model().predict(dataset(end="2021-07-06"), segment=("2021-07-01", "2021-07-06"))
+    assert len(cut) > 0
+    pd.testing.assert_series_equal(full.loc[:"2021-07-06"], cut)
     ts = model().predict(dataset(TSDatasetH, step_len=LOOKBACK))
     pd.testing.assert_series_equal(full, ts)
 
 
-def test_survives_qlib_pickling(qlib_on, tmp_path):
-    ds = dataset()
-    m = model()
-    m.fit(ds)
-    before = m.predict(ds)
+def test_survives_qlib_pickling(qlib_on, predicted, tmp_path):
+    ds, m, before = predicted
     assert m._forecaster is not None
-    m.to_pickle(
-        tmp_path / "params.pkl"
-    )  # Qlib's own dump: attributes starting with "_" are dropped
+    m.to_pickle(tmp_path / "params.pkl")  # Qlib's dump: attributes starting with "_" are dropped
     with open(tmp_path / "params.pkl", "rb") as f:
         back = pickle.load(f)
     assert getattr(back, "_forecaster", None) is None and back.fitted_on == m.fitted_on
@@ -202,7 +201,8 @@ def test_benchmark_not_in_data_is_an_error(qlib_on):
 def fast_config(provider: Path, tmp_path: Path) -> dict:
     cfg = yaml.safe_load((ROOT / "examples" / "qlib" / "workflow_kronos_fast.yaml").read_text())
     cfg["qlib_init"]["provider_uri"] = str(provider)
-    cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    # the example's sqlite store costs seconds of schema migrations; a file store is quicker here
+    cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] = (tmp_path / "mlruns").as_uri()
     kw = cfg["task"]["model"]["kwargs"]
     kw["model"], kw["tokenizer"] = str(FIXTURE / "model"), str(FIXTURE / "tokenizer")
     return cfg
@@ -220,18 +220,19 @@ def test_fast_workflow_end_to_end(provider, tmp_path, monkeypatch):
     cfg["task"]["dataset"]["kwargs"]["step_len"] = LOOKBACK
     cfg["task"]["model"]["kwargs"]["lookback"] = LOOKBACK
     bt = cfg["port_analysis_config"]["backtest"]
-    bt.update(start_time="2021-07-01", end_time="2021-07-15", benchmark="SH000300")
+    bt.update(start_time="2021-07-01", end_time="2021-07-08", benchmark="SH000300")
     cfg["port_analysis_config"]["strategy"]["kwargs"].update(topk=2, n_drop=1)
     # the anchors were resolved by yaml: the record's config is the same object
     path = tmp_path / "wf.yaml"
     path.write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     workflow(str(path), experiment_name="kronos_fast")
     (rec,) = R.list_recorders(experiment_name="kronos_fast").values()
     ic = rec.load_object("sig_analysis/ic.pkl")
-    assert ic.notna().sum() >= 9
+    assert ic.notna().sum() >= 5
     report = rec.load_object("portfolio_analysis/report_normal_1day.pkl")
-    assert len(report) >= 9 and report["cost"].sum() > 0
+    assert len(report) >= 5 and report["cost"].sum() > 0
     loaded = rec.load_object("params.pkl")
     pred = rec.load_object("pred.pkl")
     assert len(pred) > 0
@@ -254,7 +255,7 @@ def test_real_data_handler_and_benchmark():
     assert "amount" not in h.fields  # the folder has no amount: the forecaster derives it
 
 
-def test_fit_fine_tunes_when_asked(qlib_on, tmp_path):
+def test_fit_fine_tunes_when_asked(qlib_on, predicted, tmp_path):
     segments = {
         "train": ("2021-01-04", "2021-04-30"),
         "valid": ("2021-05-03", "2021-06-30"),
@@ -264,7 +265,7 @@ def test_fit_fine_tunes_when_asked(qlib_on, tmp_path):
         handler=KronosHandler(instruments=stocks(), start_time=START, end_time=END),
         segments=segments,
     )
-    stage = {"epochs": 1, "batch_size": 4, "samples_per_epoch": 8, "val_samples": 4}
+    stage = {"epochs": 1, "batch_size": 4, "samples_per_epoch": 8, "val_samples": 4, "lr": 1e-2}
     conf = {
         "data": {"lookback": 20},
         "tokenizer": {"train": False},
@@ -275,9 +276,13 @@ def test_fit_fine_tunes_when_asked(qlib_on, tmp_path):
     m = model(finetune_config=conf)
     m.fit(ds)
     assert m.finetuned["model_path"] == str(tmp_path / "ft" / "predictor" / "best") == m.model
-    assert (tmp_path / "ft" / "predictor" / "best" / "model.safetensors").exists()
+    from safetensors.numpy import load_file
+
+    before = load_file(FIXTURE / "model" / "model.safetensors")
+    after = load_file(tmp_path / "ft" / "predictor" / "best" / "model.safetensors")
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
     tuned = m.predict(ds)
-    base = model().predict(ds)
+    base = predicted[2]
     assert tuned.index.equals(base.index) and not np.allclose(tuned.to_numpy(), base.to_numpy())
     with pytest.raises(ValueError, match="needs sample_count >= 2"):
         model(signal="return_risk", sample_count=1)
