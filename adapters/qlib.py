@@ -267,6 +267,7 @@ class KronosModel(ModelFT):
         signal: str = "pred_return",
         progress: bool = True,
         finetune_config: dict | None = None,
+        benchmark: str | None = None,
     ):
         super().__init__()
         if signal not in SIGNALS:
@@ -296,6 +297,9 @@ class KronosModel(ModelFT):
             )
         self.finetune_config = finetune_config
         self.finetuned = None  # the fine-tuning summary, when fit() fine-tuned
+        # the backtest's benchmark, when given, is checked in fit(): before the long predict
+        # rather than after it, where Qlib's backtest would fail on it
+        self.benchmark = benchmark
         self.fitted_on = None  # the data range fit() saw
         self.last_report = None  # the forecaster's counts from the last predict()
 
@@ -368,6 +372,11 @@ class KronosModel(ModelFT):
             "instruments": int(bars.index.get_level_values("instrument").nunique()),
             "rows": len(bars),
         }
+        if self.benchmark:
+            segs = [_segment_slice(dataset, k) for k in dataset.segments]
+            check_benchmark(
+                self.benchmark, self.fitted_on["start"], max(pd.Timestamp(g.stop) for g in segs)
+            )
         if self.finetune_config is not None:
             log.info(
                 "KronosModel.fit: train data %s; fine-tuning (finetune_config given)",

@@ -196,6 +196,10 @@ def test_benchmark_not_in_data_is_an_error(qlib_on):
     check_benchmark("SH000300", START, END)
     with pytest.raises(InputError, match="benchmark 'SH000905'"):
         check_benchmark("SH000905", START, END)
+    # given to the model, it fails in fit(), before the long predict, not in the backtest
+    with pytest.raises(InputError, match="benchmark 'SH000905' has no \\$close data"):
+        model(benchmark="SH000905").fit(dataset())
+    model(benchmark="SH000300").fit(dataset())
 
 
 def fast_config(provider: Path, tmp_path: Path) -> dict:
