@@ -114,6 +114,12 @@ def weights_digest(*modules) -> str:
     return h.hexdigest()
 
 
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _quantile_name(q: float) -> str:
     return f"ret_q{q * 100:g}"
 
@@ -667,6 +673,7 @@ class Forecaster:
         st = self._loaded
         settings = {
             "format": CACHE_FORMAT,
+            "engine": _package_version(),  # a new release may change the numerics
             "weights": self.weights_digest(),
             "sample_count": int(self.sample_count),
             "T": float(self.T),
@@ -750,8 +757,9 @@ class Forecaster:
             total=len(windows),
             desc="forecast",
             unit="win",
-            disable=(None if self.progress and distributed.rank() == 0 else True)
-            or len(batches) < 2,
+            disable=True
+            if not self.progress or distributed.rank() != 0 or len(batches) < 2
+            else None,
         )
         for length, members in batches:
             raw = np.stack(
