@@ -346,6 +346,13 @@ class Forecaster:
         self.__dict__.update(state)
         self._loaded = None
 
+    def __copy__(self) -> Forecaster:
+        """A shallow copy shares the loaded model (set_params on it leaves this one alone)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.report = {}
+        return new
+
     # -- scikit-learn style parameters -------------------------------------------------------
     @classmethod
     def _param_names(cls) -> list[str]:

@@ -256,3 +256,7 @@ def test_pickle_round_trip_keeps_parameters_and_reloads(tmp_path):
     assert copy.get_params() == fc.get_params() and copy._loaded is None
     assert len(pickle.dumps(fc)) < 10_000  # the weights of a named model are not pickled
     pd.testing.assert_frame_equal(copy.forecast(panel, dates=panel["AAA"].index[-1:]), table)
+    import copy as copying
+
+    twin = copying.copy(fc).set_params(horizon=2)
+    assert twin.model_ is fc.model_ and fc.horizon == 3  # shares the weights, not the settings
