@@ -585,7 +585,10 @@ class Forecaster:
         (share of samples with a positive return), pred_vol (std of the predicted bar
         close-to-close returns, pooled over steps and samples; per bar, not annualised),
         and with return_paths the mean predicted closes close_h1..close_hH.
-        Skipped windows have no row; ``self.report`` counts them by reason.
+        Skipped windows have no row. ``self.report`` afterwards: requested (dates x
+        instruments, or every row when dates is None), computed, from_cache, skipped by reason
+        (no_bar, suspended, short_history), suspended bars dropped/filled, corrupt cache
+        entries recomputed, the lookback used, model source, device, dtype, world size.
         """
         start = time.perf_counter()
         self.load()

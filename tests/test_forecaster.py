@@ -306,3 +306,16 @@ def test_greedy_paths_equal_the_predictor_on_the_same_window(tiny):
     )
     np.testing.assert_allclose(paths[0], want.to_numpy(), rtol=1e-5, atol=1e-4)
     assert list(future) == list(bars.index[-5:-2])  # future stamps from the panel calendar
+
+
+def test_intraday_panel_extrapolates_the_session_grid(tiny):
+    days = pd.bdate_range("2024-06-03", periods=3)
+    mins = list(range(575, 691, 5)) + list(range(785, 901, 5))  # 09:35-11:30, 13:05-15:00
+    idx = pd.DatetimeIndex([d + pd.Timedelta(minutes=m) for d in days for m in mins])
+    bars = make_panel(n_bars=len(idx), names=("X",))["X"].set_axis(idx)
+    fc = fc_for(tiny, return_paths=True)
+    fc.forecast({"X": bars}, dates=[idx[-2]])
+    future, _ = fc.paths_[(idx[-2], "X")]
+    assert list(future) == list(
+        pd.to_datetime(["2024-06-05 15:00", "2024-06-06 09:35", "2024-06-06 09:40"])
+    )
