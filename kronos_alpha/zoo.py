@@ -66,7 +66,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def load_folder(folder, device: str | None = None):
     """(model, tokenizer, max_context) from a folder holding model/ and tokenizer/ subfolders
-    in the Hub format; max_context from an optional meta.json ({"max_context": ...})."""
+    in the Hub format; max_context from an optional meta.json ({"max_context": ...}) or the
+    training.json of the run that made it, else 512."""
     import json
 
     from .hub import CheckpointError
@@ -79,9 +80,13 @@ def load_folder(folder, device: str | None = None):
     model = Kronos.from_pretrained(str(folder / "model"))
     tokenizer = KronosTokenizer.from_pretrained(str(folder / "tokenizer"))
     max_context = DEFAULT_MAX_CONTEXT
-    meta = folder / "meta.json"
+    meta, training = folder / "meta.json", folder / "training.json"
     if meta.is_file():
         max_context = int(json.loads(meta.read_text()).get("max_context", max_context))
+    elif training.is_file():  # written by the fine-tuning run that produced the checkpoint
+        max_context = int(
+            json.loads(training.read_text()).get("config", {}).get("max_context", max_context)
+        )
     if device:
         model, tokenizer = model.to(device), tokenizer.to(device)
     return model, tokenizer, max_context

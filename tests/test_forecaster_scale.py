@@ -148,11 +148,14 @@ def test_offline_default_is_used_with_a_warning(tmp_path, monkeypatch):
     bundled.mkdir()
     for part in ("model", "tokenizer"):
         (bundled / part).symlink_to(FIXTURE / part)
+    (bundled / "training.json").write_text('{"config": {"max_context": 256}}')
     monkeypatch.setattr(zoo, "DEFAULT_DIR", bundled)
     fc = Forecaster(lookback=24, horizon=3, sample_count=2, progress=False)
     with pytest.warns(UserWarning, match="bundled with kronos-alpha"):
         table = fc.forecast(make_panel(names=("AAA",)), dates=[pd.Timestamp("2022-04-25")])
-    assert len(table) == 1 and fc.report["model"] == str(bundled)
+    assert (
+        len(table) == 1 and fc.report["model"] == str(bundled) and fc.report["max_context"] == 256
+    )
 
 
 def test_cli_forecast_from_csv_writes_table_and_chart(tmp_path):
