@@ -276,6 +276,13 @@ class KronosIndicator(bt.Indicator):
     )
 
     def __init__(self):
+        lines = getattr(self.data, "lines", None)
+        missing = [c for c in BAR_COLUMNS if not hasattr(lines, c)]
+        if missing:
+            raise InputError(
+                f"KronosIndicator needs a data feed with {list(BAR_COLUMNS)} lines (Kronos reads whole "
+                f"bars); got {type(self.data).__name__} without {missing}"
+            )
         base, self.forecaster = resolve_forecaster(self.p)
         self.lookback_ = min(int(self.forecaster.lookback), self.forecaster.max_context_)
         strategy = _owner_strategy(self)
@@ -290,7 +297,11 @@ class KronosIndicator(bt.Indicator):
 
     def _plotlabel(self):
         src = self.p.model if self.p.forecaster is None else self.p.forecaster.model
-        model = Path(str(src)).name if isinstance(src, (str, Path)) else type(src).__name__
+        if isinstance(src, (str, Path)):
+            path = Path(str(src))  # a Hub-format folder is often .../<name>/model
+            model = path.parent.name if path.name == "model" and path.parent.name else path.name
+        else:
+            model = type(src).__name__
         fc = self.forecaster
         return [model, f"lb={fc.lookback}", f"h={fc.horizon}", f"n={fc.sample_count}"]
 

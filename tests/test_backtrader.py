@@ -120,7 +120,7 @@ def test_runonce_one_batched_call_matches_forecaster(panel, forecaster, calls):
         np.testing.assert_allclose(df.to_numpy(), w.to_numpy(), rtol=0, atol=0)
     ind = strat.ind[NAMES[0]]
     label = ind.plotlabel()
-    assert "model" in label and "lb=16" in label and "object at" not in label
+    assert "upstream-tiny" in label and "lb=16" in label and "object at" not in label
     assert "Forecaster(" not in label
     assert isinstance(ind, KronosIndicator)
 
@@ -186,7 +186,19 @@ def test_missing_volume_forecasts_from_prices_with_a_warning(panel, forecaster):
     )
 
 
+class OnCloseLine(bt.Strategy):
+    params = (("forecaster", None),)
+
+    def __init__(self):
+        Kronos(self.data.close, forecaster=self.p.forecaster)
+
+
 def test_bad_params_are_named(panel, forecaster):
+    cerebro = bt.Cerebro()
+    cerebro.adddata(bt.feeds.PandasData(dataname=frames(panel)[NAMES[0]]), name=NAMES[0])
+    cerebro.addstrategy(OnCloseLine, forecaster=forecaster)
+    with pytest.raises(InputError, match="needs a data feed"):
+        cerebro.run()
     with pytest.raises(ValueError, match="forecaster= .* or model="):
         run(frames(panel), runonce=True, ind={})
     with pytest.raises(ValueError, match="quantiles"):
