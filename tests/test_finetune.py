@@ -461,3 +461,27 @@ def test_qlib_source_derives_amount_and_masks_suspensions():
         5.0,
     )
     assert len(sets["train"]) > 100 and len(sets["valid"]) > 100
+
+
+def test_shipped_default_checkpoint_loads_and_forecasts():
+    assets = ROOT / "kronos_alpha" / "assets" / "default"
+    if not (assets / "model" / "config.json").exists():
+        pytest.skip(f"no default checkpoint in {assets}")
+    size = sum(p.stat().st_size for p in assets.rglob("*") if p.is_file())
+    assert size < 10 * 2**20
+    model = Kronos.from_pretrained(assets / "model")
+    tok = KronosTokenizer.from_pretrained(assets / "tokenizer")
+    df = make_panel(1, 100)["S0"]
+    pred = KronosPredictor(model, tok, device="cpu", max_context=512)
+    out = pred.predict(
+        df.iloc[:90], df.index[:90], df.index[90:], pred_len=10, seed=0, verbose=False
+    )
+    assert np.isfinite(out.to_numpy()).all()
+    # a forecast from the trained model stays in the price range of the context (scale check)
+    assert (
+        out["close"]
+        .between(df["close"].iloc[:90].min() * 0.7, df["close"].iloc[:90].max() * 1.3)
+        .all()
+    )
+    summary = json.loads((assets / "training.json").read_text())
+    assert summary["predictor"]["val_loss_best"] < summary["predictor"]["val_loss_before"]
