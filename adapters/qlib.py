@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from qlib.contrib.data.handler import Alpha158
+from qlib.contrib.data.handler import Alpha158, check_transform_proc
 from qlib.contrib.data.loader import Alpha158DL
 from qlib.data.dataset import DatasetH, TSDatasetH
 from qlib.data.dataset.handler import DataHandler, DataHandlerLP
@@ -159,9 +159,15 @@ class KronosHandler(DataHandlerLP):
             start_time=start_time,
             end_time=end_time,
             data_loader=data_loader,
-            infer_processors=list(infer_processors or []),
-            learn_processors=list(
-                learn_processors if learn_processors is not None else [{"class": "DropnaLabel"}]
+            infer_processors=check_transform_proc(
+                list(infer_processors or []), fit_start_time, fit_end_time
+            ),
+            learn_processors=check_transform_proc(
+                list(
+                    learn_processors if learn_processors is not None else [{"class": "DropnaLabel"}]
+                ),
+                fit_start_time,
+                fit_end_time,
             ),
             **kwargs,
         )
