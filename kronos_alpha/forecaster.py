@@ -76,24 +76,6 @@ DTYPES = {
 }
 
 
-class _Float32Tokenizer:
-    """Keeps the tokenizer in float32 when the model runs in bf16/fp16.
-
-    BSQ tokens are signs of a projection: half precision flips those near zero, and the
-    decoder's output is the price path itself, where bf16's 3 significant digits show. The
-    tokenizer is a small share of the compute, so full precision is nearly free.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def encode(self, x, half=True):
-        return self.tokenizer.encode(x.float(), half=half)
-
-    def decode(self, indices, half=True):
-        return self.tokenizer.decode(indices, half=half).float()
-
-
 def _instrument_key(name) -> int:
     return int.from_bytes(hashlib.sha256(str(name).encode()).digest()[:8], "little")
 
@@ -486,13 +468,11 @@ class Forecaster:
         if isinstance(self.model, torch.nn.Module) and next(model.parameters()).dtype != dtype:
             model = copy.deepcopy(model)  # never change the dtype of the caller's model
         model = model.to(device=device, dtype=dtype).eval()
+        # The tokenizer stays float32 whatever the model's dtype (see sample_paths).
         tokenizer = tokenizer.to(device=device, dtype=torch.float32).eval()
         self._loaded = {
             "model": model,
             "tokenizer": tokenizer,
-            "engine_tokenizer": tokenizer
-            if dtype == torch.float32
-            else _Float32Tokenizer(tokenizer),
             "max_context": int(self.max_context or model_max_context),
             "device": device,
             "dtype": dtype,
@@ -561,10 +541,12 @@ class Forecaster:
         m = st["model"]
         elem = torch.finfo(st["dtype"]).bits // 8
         rows = self.sample_count
-        # Key/value caches are allocated at max_context per row; activations ~ 8 * ff per token.
-        kv = (m.n_layers + 1) * 2 * st["max_context"] * m.d_model * elem
-        act = (length + self.horizon) * m.d_model * 16 * elem
-        per_window = rows * (kv + act) + length * self.tokenizer_.d_model * 64 * 4
+        # Key/value caches: the context's once per window (its paths share it), the generated
+        # tokens' per path; activations ~ 16 * d_model per token and row.
+        per_token_kv = (m.n_layers + 1) * 2 * m.d_model * elem
+        kv = per_token_kv * (length + rows * self.horizon)
+        act = rows * (length + self.horizon) * m.d_model * 16 * elem
+        per_window = kv + act + length * self.tokenizer_.d_model * 64 * 4
         if str(st["device"]).startswith("cuda"):
             free, _ = torch.cuda.mem_get_info(torch.device(st["device"]))
             budget = free // 2
@@ -788,7 +770,7 @@ class Forecaster:
                 None if self.seed is None else uniforms_for_seeds([seeds[i] for i in members], S, P)
             )
             z = sample_paths(
-                st["engine_tokenizer"],
+                st["tokenizer"],
                 st["model"],
                 x,
                 stamp,

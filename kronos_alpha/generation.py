@@ -212,9 +212,11 @@ def sample_paths(
     tokens are decoded at once and the last P rows are the forecast.
     """
     device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
+    # The tokenizer may run in float32 while the model runs in bf16/fp16: BSQ tokens are
+    # signs of a projection, which half precision flips near zero.
+    tokenizer_dtype = next(tokenizer.parameters()).dtype
     pred_len = y_stamp.shape[1]
-    xt = torch.as_tensor(x, dtype=torch.float32, device=device).to(dtype)
+    xt = torch.as_tensor(x, dtype=torch.float32, device=device).to(tokenizer_dtype)
     st = torch.as_tensor(x_stamp, device=device)
     fst = torch.as_tensor(y_stamp, device=device)
     if uniforms is not None:
