@@ -31,16 +31,7 @@ import pandas as pd
 import torch
 
 from kronos_alpha import Forecaster, Kronos, KronosTokenizer
-
-SMALL = dict(
-    s1_bits=10, s2_bits=10, n_layers=8, d_model=512, n_heads=8, ff_dim=1024,
-    ffn_dropout_p=0.0, attn_dropout_p=0.0, resid_dropout_p=0.0, token_dropout_p=0.0, learn_te=True,
-)  # fmt: skip
-TOKENIZER_BASE = dict(
-    d_in=6, d_model=256, n_heads=4, ff_dim=512, n_enc_layers=4, n_dec_layers=4, ffn_dropout_p=0.0,
-    attn_dropout_p=0.0, resid_dropout_p=0.0, s1_bits=10, s2_bits=10, beta=0.05, gamma0=1.0,
-    gamma=1.1, zeta=0.05, group_size=4,
-)  # fmt: skip
+from kronos_alpha.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
 
 
 def random_panel(n_instruments: int, n_bars: int, seed: int = 0) -> pd.DataFrame:
@@ -75,7 +66,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model, tokenizer = Kronos(**SMALL).eval(), KronosTokenizer(**TOKENIZER_BASE).eval()
+    model = Kronos(**without_dropout(KRONOS_SMALL)).eval()
+    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
     panel = random_panel(args.instruments, args.lookback + args.dates)
     dates = panel.index.get_level_values(0).unique()[-args.dates :]
     with tempfile.TemporaryDirectory() as cache_dir:
