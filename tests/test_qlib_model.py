@@ -292,3 +292,35 @@ def test_fit_fine_tunes_when_asked(qlib_on, predicted, tmp_path):
         model(signal="return_risk", sample_count=1)
     with pytest.raises(ValueError, match="fine-tuning starts from checkpoints"):
         KronosModel(model=None, finetune_config={}).fit(ds)
+
+
+@pytest.mark.parametrize(
+    "name", ["workflow_kronos_csi300.yaml", "workflow_lgb_alpha158_csi300.yaml"]
+)
+def test_example_workflows_are_consistent(name):
+    """The CSI300 examples name importable classes and share one backtest (run them with qrun)."""
+    import importlib
+
+    cfg = yaml.safe_load((ROOT / "examples" / "qlib" / name).read_text())
+    assert cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"].startswith("sqlite:///")
+    task = cfg["task"]
+    for part in (
+        task["model"],
+        task["dataset"],
+        task["dataset"]["kwargs"]["handler"],
+        *task["record"],
+    ):
+        assert hasattr(importlib.import_module(part["module_path"]), part["class"]), part
+    pa = cfg["port_analysis_config"]
+    assert pa["strategy"]["kwargs"] | {"signal": None} == {"signal": None, "topk": 50, "n_drop": 5}
+    ex = pa["backtest"]["exchange_kwargs"]
+    assert (ex["open_cost"], ex["close_cost"], ex["min_cost"], ex["limit_threshold"]) == (
+        0.0005,
+        0.0015,
+        5,
+        0.095,
+    )
+    assert pa["backtest"]["benchmark"] == "SH000300" and cfg["market"] == "csi300"
+    assert pd.Timestamp(pa["backtest"]["start_time"]) == pd.Timestamp(
+        task["dataset"]["kwargs"]["segments"]["test"][0]
+    )
