@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "kronos_alpha.commands.evaluate",
     "kronos_alpha.commands.finetune",
     "kronos_alpha.commands.qlib_data",
+    "kronos_alpha.commands.walk_forward",
 ]
 
 
