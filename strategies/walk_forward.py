@@ -215,6 +215,13 @@ def load_config(config) -> dict:
         )
     if cfg["finetune"]["enabled"] and not k["enabled"]:
         raise WalkForwardConfigError("finetune.enabled needs kronos.enabled")
+    h = w["horizon"]
+    need = k["lookback"] + 3 * h + 1  # purge h + 1, the fine-tune embargo h, one window
+    if cfg["finetune"]["enabled"] and w["valid_days"] < need:
+        raise WalkForwardConfigError(
+            f"windows.valid_days ({w['valid_days']}) leaves no fine-tuning validation window: "
+            f"it needs kronos.lookback + 3 x horizon + 1 = {need} bars"
+        )
     if cfg["portfolio"]["topk"] < 1:
         raise WalkForwardConfigError("portfolio.topk must be positive")
     return cfg

@@ -73,7 +73,7 @@ def signal_rows(signals, data, cfg) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
             "RankIC": ric_m,
             "RankIC_t_NW": ric_t,
             "ICIR": s.loc["ICIR", "net"],
-            "dates": float(len(ev.ic.dropna())),
+            "dates": float(ev.ic["rank_ic"].notna().sum()),
             "ann_ret_gross": s.loc["annual_return", "gross"],
             "ann_ret_net": s.loc["annual_return", "net"],
             "excess_net": s.loc["excess_annual_return", "net"],
@@ -95,6 +95,18 @@ def signal_rows(signals, data, cfg) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     if bench_row is not None:
         rows["benchmark (buy & hold)"] = bench_row
     return pd.DataFrame(rows).T, curves, pd.DataFrame(ics)
+
+
+def paired_vs(ics: pd.DataFrame, base: str, lag: int) -> pd.DataFrame:
+    """Mean RankIC difference of each model minus ``base`` on their common dates, NW t."""
+    rows = {}
+    for name in ics.columns:
+        if name == base:
+            continue
+        diff = (ics[name] - ics[base]).dropna()
+        m, _, t = newey_west_tstat(diff, lag)
+        rows[name] = {"RankIC_diff": m, "t_NW": t, "dates": float(len(diff))}
+    return pd.DataFrame(rows).T
 
 
 def probabilistic(samples: dict, vol: pd.Series, data, cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -192,6 +204,8 @@ def write_walk_forward_report(results: list[dict], data, cfg: dict, out: Path) -
                 table.loc[name, col] = prob.loc[name, col]
     table = table.reindex(columns=[c for c in TABLE_COLUMNS if c in table.columns])
     pngs = charts(curves, ics, calib, out)
+    base = "kronos_zero_shot" if "kronos_zero_shot" in ics.columns else ics.columns[0]
+    paired = paired_vs(ics, base, cfg["windows"]["horizon"] - 1)
     table.to_csv(out / "table.csv")
     signals.to_pickle(out / "signals.pkl")
     w, p, k = cfg["windows"], cfg["portfolio"], cfg["kronos"]
@@ -219,6 +233,10 @@ def write_walk_forward_report(results: list[dict], data, cfg: dict, out: Path) -
         "",
         markdown_table(table),
         "",
+        f"## RankIC of each model minus {base}, date by date (Newey-West t)",
+        "",
+        markdown_table(paired) if not paired.empty else "(one model only)",
+        "",
         "## Windows",
         "",
         "| window | train | valid | test | decisions | LightGBM fit | fine-tune | seconds |",
@@ -245,7 +263,7 @@ def write_walk_forward_report(results: list[dict], data, cfg: dict, out: Path) -
     lines += [""] + [f"![{n}]({n})" for n in pngs] + [""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
-    return {"report": str(path), "table": table, "charts": pngs}
+    return {"report": str(path), "table": table, "paired": paired, "charts": pngs}
 
 
 TABLE_COLUMNS = [

@@ -41,6 +41,7 @@ def run(args) -> int:
         cfg["progress"] = False
     summary = run_walk_forward(cfg, restart=args.restart)
     table = summary.pop("table")
+    summary.pop("paired", None)
     for k, v in summary.items():
         print(f"{k}: {v}")
     print(table.to_string(float_format=lambda x: f"{x:.4f}"))
