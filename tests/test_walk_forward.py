@@ -264,3 +264,20 @@ def test_cli_walk_forward_bad_config(tmp_path, capsys):
     cfg.write_text("data: {provider_uri: x, start: 2018-01-01, end: 2018-02-01}\nwindow: {}\n")
     assert main(["walk-forward", "--config", str(cfg)]) == 1
     assert "unknown field 'window'" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_field():
+    from kronos_alpha.strategies.walk_forward import WalkForwardConfigError, load_config
+
+    base = {"data": {"provider_uri": "x", "start": "2018-01-01", "end": "2018-06-01"}}
+    with pytest.raises(WalkForwardConfigError, match="kronos.model is required"):
+        load_config(base)
+    k = {"model": "m", "tokenizer": "t", "lookback": 90}
+    with pytest.raises(WalkForwardConfigError, match="windows.valid_days \\(90\\).*106"):
+        load_config({**base, "kronos": k, "finetune": {"enabled": True}})
+    with pytest.raises(WalkForwardConfigError, match="windows.step"):
+        load_config({**base, "kronos": k, "windows": {"step": 0}})
+    with pytest.raises(WalkForwardConfigError, match="unknown field 'kronos.lookbak'"):
+        load_config({**base, "kronos": {"lookbak": 3}})
+    cfg = load_config({**base, "kronos": k, "lightgbm": {"params": {"num_leaves": 7}}})
+    assert cfg["lightgbm"]["params"] == {"num_leaves": 7} and cfg["windows"]["horizon"] == 5
