@@ -69,11 +69,11 @@ def topk_step(
     prev = pd.Series(dtype=float) if prev is None else prev[prev > 0]
     age = pd.Series(dtype=float) if age is None else age
     floor = float(valid.min()) if len(valid) else 0.0
+    if len(valid) < k:
+        raise UniverseTooSmallError(
+            f"only {len(valid)} instruments have a score{where}, fewer than K={k}"
+        )
     if prev.empty:
-        if len(valid) < k:
-            raise UniverseTooSmallError(
-                f"only {len(valid)} instruments have a score{where}, fewer than K={k}"
-            )
         top = valid.sort_values(ascending=False, kind="stable").index[:k]
         return leg_weights(valid, top, weighting, floor)
 
@@ -88,6 +88,9 @@ def topk_step(
             f"only {len(candidates) + len(held)} instruments are scored or held{where}, fewer than K={k}"
         )
     today = candidates.index[: max(drop + n_missing, 0)]
+    # never sell more names than can be replaced: with fewer candidates than drops, the
+    # last `drop` of `comb` would reach into names that are still in the top K
+    drop = min(drop, max(len(today) - max(n_missing, 0), 0))
     comb = pd.concat([held_scores, candidates.reindex(today)]).sort_values(
         ascending=False, kind="stable"
     )

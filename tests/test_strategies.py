@@ -79,6 +79,18 @@ def test_topk_without_dropout_is_the_daily_top_k(market):
         assert set(w.loc[date][w.loc[date] > 0].index) == set(wide.loc[date].nlargest(5).index)
 
 
+def test_topk_without_dropout_when_only_one_name_is_outside_the_book():
+    # K=2 over three names: the ranking flips, one held name leaves the top K, one enters.
+    idx = pd.MultiIndex.from_product(
+        [pd.to_datetime(["2021-01-04", "2021-01-05"]), ["A", "B", "C"]],
+        names=["datetime", "instrument"],
+    )
+    signal = pd.Series([3.0, 2.0, 1.0, 1.0, 2.0, 3.0], index=idx)
+    w = topk_weights(signal, k=2)
+    assert w.loc["2021-01-04"].gt(0).to_dict() == {"A": True, "B": True, "C": False}
+    assert w.loc["2021-01-05"].gt(0).to_dict() == {"A": False, "B": True, "C": True}
+
+
 def test_turnover_cap_bounds_one_way_turnover(market):
     w = topk_weights(market["signal"], k=10, turnover_cap=0.2)
     one_way = 0.5 * w.diff().abs().sum(axis=1).iloc[1:]
