@@ -131,8 +131,8 @@ class KVCache:
         return out
 
 
-class SelfAttention(nn.Module):
-    """Causal multi-head self-attention with rotary positions."""
+class _Attention(nn.Module):
+    """Multi-head projections and rotary table shared by self- and cross-attention."""
 
     def __init__(
         self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0
@@ -153,6 +153,10 @@ class SelfAttention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
+
+
+class SelfAttention(_Attention):
+    """Causal multi-head self-attention with rotary positions."""
 
     def forward(
         self, x: torch.Tensor, cache: KVCache | None = None, prefill: bool = False
@@ -181,30 +185,12 @@ class SelfAttention(nn.Module):
         return self.resid_dropout(self.out_proj(out)), cache
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Attention of query tokens over a sequence of hidden states, with rotary positions.
 
     Rotary tables have the query's length, so a single query gets no rotation at all
     (position 0), as in the published implementation.
     """
-
-    def __init__(
-        self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0
-    ):
-        super().__init__()
-        self.n_heads = n_heads
-        self.head_dim = d_model // n_heads
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
-        self.rotary = RotaryEmbedding(self.head_dim)
-        self.attn_dropout_p = attn_dropout_p
-        self.resid_dropout = nn.Dropout(resid_dropout_p)
-
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.n_heads, self.head_dim).transpose(1, 2)
 
     def memory(self, hidden: torch.Tensor) -> KVCache:
         """Unrotated keys and values of hidden states, for single-query attention."""
