@@ -82,3 +82,12 @@ def gaussian_interval(mu, sigma, level: float) -> tuple[np.ndarray, np.ndarray]:
     z = norm.ppf((1 + level) / 2)
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     return mu - z * sigma, mu + z * sigma
+
+
+def ideal_sample_coverage(m: int, level: float = 0.8, draws: int = 100_000) -> float:
+    """Coverage of the empirical central ``level`` interval of m samples when the outcome is
+    one more draw from the same (Gaussian) distribution: below ``level`` for small m, the
+    mark a perfectly calibrated m-sample forecast reaches (seeded simulation)."""
+    rng = np.random.default_rng(0)
+    s = rng.standard_normal((draws, m))
+    return central_coverage(*sample_interval(s, level), rng.standard_normal(draws))

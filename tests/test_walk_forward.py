@@ -19,6 +19,7 @@ from kronos_alpha.strategies.forecast_metrics import (
     central_coverage,
     crps_gaussian,
     crps_samples,
+    ideal_sample_coverage,
     newey_west_tstat,
 )
 
@@ -60,6 +61,9 @@ def test_crps_hand_computed_and_gaussian():
     s = rng.standard_normal((200, 4000)) * 2 + 0.3
     assert crps_samples(s, y).mean() == pytest.approx(crps_gaussian(0.3, 2.0, y).mean(), rel=0.01)
     assert central_coverage([0, 0, np.nan], [1, 1, 1], [0.5, 2, 0.5]) == 0.5
+    # few samples: a calibrated ensemble's empirical 80% interval covers less than 80%
+    assert ideal_sample_coverage(8) == pytest.approx(0.645, abs=0.01)
+    assert ideal_sample_coverage(400, draws=20_000) == pytest.approx(0.8, abs=0.01)
 
 
 # -- windows -------------------------------------------------------------------------------
