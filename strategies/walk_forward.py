@@ -8,7 +8,9 @@ every model against every metric) is written by ``walk_forward_report``.
 
 Windows. Qlib's ``RollingGen`` (sliding, ``step`` trading days, ``trunc_days = horizon + 1``)
 rolls a task template whose segments are train / valid / test, the test segment being the
-whole out-of-sample span (RollingGen cuts it into ``step``-day pieces). The template's model is
+whole out-of-sample span (RollingGen cuts it into ``step``-day pieces; it stops when a full
+step no longer fits the calendar, so up to ``step - 1`` final bars go untested - the CSI300
+example loses 2022-12-29/30, whose 5-bar labels do not exist anyway). The template's model is
 the LightGBM baseline. Qlib's ``TaskManager`` is not used: it needs a MongoDB server;
 resumability comes from one result file per finished window (plus the forecaster's disk cache
 and the fine-tuning run's own resumable state). ``handler_mod`` is not used either: the
