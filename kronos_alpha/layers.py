@@ -21,6 +21,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 even when the model runs in half precision; the fused kernel
         # gives the same bits as x * rsqrt(mean(x^2) + eps) in fewer dispatches.
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return normed.type_as(x) * self.weight
 
@@ -37,6 +39,28 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference on a few rows: w1 and w3 as one matrix product (fewer dispatches)."""
+        gate, up = F.linear(x, fused_weight(self, (self.w1, self.w3))[0]).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+def fused_weight(owner: nn.Module, linears) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The linears' weights (and biases) stacked, cached on ``owner`` until a parameter changes.
+
+    For the per-token loop only: one matrix product instead of several, same results.
+    """
+    params = [t for lin in linears for t in (lin.weight, lin.bias) if t is not None]
+    key = tuple((t.data_ptr(), t._version, t.dtype) for t in params)
+    cached = owner.__dict__.get("_fused")
+    if cached is None or cached[0] != key:
+        weight = torch.cat([lin.weight.detach() for lin in linears])
+        bias = (
+            None if linears[0].bias is None else torch.cat([lin.bias.detach() for lin in linears])
+        )
+        cached = owner.__dict__["_fused"] = (key, weight, bias)
+    return cached[1], cached[2]
 
 
 class RotaryEmbedding(nn.Module):
@@ -62,7 +86,7 @@ class RotaryEmbedding(nn.Module):
             or t[0].dtype != dtype
             or t[0].device != self.inv_freq.device
         ):
-            size = max(n, 256)
+            size = max(256, 1 << (n - 1).bit_length())  # grow geometrically, not per step
             pos = torch.arange(size, device=self.inv_freq.device).type_as(self.inv_freq)
             freqs = torch.outer(pos, self.inv_freq)
             emb = torch.cat((freqs, freqs), dim=-1)
@@ -82,13 +106,16 @@ class KVCache:
     """Keys and values of one attention layer during generation.
 
     The context part (B, heads, L, head_dim) is computed once per series and shared by its
-    ``paths`` sampled paths; each path appends its generated tokens to its own part
-    (B * paths, heads, capacity, head_dim). Attention reads both in place: sharing the
-    context costs neither copies nor memory, and no strided slice is made contiguous.
+    ``paths`` sampled paths; each path appends its generated tokens to its own part, laid
+    out (B, heads, paths, capacity, head_dim). Attention reads both in place with batched
+    matrix products: sharing the context costs neither copies nor memory.
     """
 
     def __init__(self, k: torch.Tensor, v: torch.Tensor):
-        self.ctx_k, self.ctx_v = k, v
+        b, h, length, d = k.shape
+        self.ctx_k, self.ctx_v = k.contiguous(), v.contiguous()
+        self._ctx_kt = self.ctx_k.view(b * h, length, d).transpose(1, 2)
+        self._ctx_v = self.ctx_v.view(b * h, length, d)
         self.paths = 1
         self.gen_k = self.gen_v = None
         self.n_gen = 0
@@ -101,34 +128,40 @@ class KVCache:
         """Make room for ``capacity`` generated tokens in each of ``paths`` paths per series."""
         b, h, _, d = self.ctx_k.shape
         self.paths = paths
-        self.gen_k = self.ctx_k.new_empty(b * paths, h, capacity, d)
-        self.gen_v = self.ctx_v.new_empty(b * paths, h, capacity, d)
+        self.gen_k = self.ctx_k.new_empty(b, h, paths, capacity, d)
+        self.gen_v = self.ctx_v.new_empty(b, h, paths, capacity, d)
         return self
+
+    def _series_major(self, x: torch.Tensor) -> torch.Tensor:
+        """(B * paths, heads, 1, d) rows -> (B, heads, paths, d)."""
+        n, h, _, d = x.shape
+        return x.view(n // self.paths, self.paths, h, d).transpose(1, 2)
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
         """k, v: (B * paths, heads, 1, head_dim) of the newest token."""
-        if self.gen_k is None or self.n_gen >= self.gen_k.shape[2]:
+        if self.gen_k is None or self.n_gen >= self.gen_k.shape[3]:
             raise RuntimeError("KVCache is full: expand() it with enough capacity")
-        self.gen_k[:, :, self.n_gen] = k[:, :, 0]
-        self.gen_v[:, :, self.n_gen] = v[:, :, 0]
+        self.gen_k[:, :, :, self.n_gen] = self._series_major(k)
+        self.gen_v[:, :, :, self.n_gen] = self._series_major(v)
         self.n_gen += 1
 
     def attend(self, q: torch.Tensor) -> torch.Tensor:
         """Softmax attention of one query per row, q: (B * paths, heads, 1, head_dim)."""
         n, h, _, d = q.shape
-        b, length = self.ctx_k.shape[0], self.ctx_k.shape[2]
-        q_series = q.view(b, self.paths, h, d).transpose(1, 2)  # (B, heads, paths, d)
-        scores = torch.matmul(q_series, self.ctx_k.transpose(-2, -1))  # (B, heads, paths, L)
-        scores = scores.transpose(1, 2).reshape(n, h, 1, length)
-        if self.n_gen:
-            gen_k, gen_v = self.gen_k[:, :, : self.n_gen], self.gen_v[:, :, : self.n_gen]
-            scores = torch.cat([scores, torch.matmul(q, gen_k.transpose(-2, -1))], dim=-1)
+        b, length, paths, g = self.ctx_k.shape[0], self.ctx_k.shape[2], self.paths, self.n_gen
+        q_bh = self._series_major(q).reshape(b * h, paths, d)
+        scores = torch.bmm(q_bh, self._ctx_kt)  # (B * heads, paths, L)
+        if g:
+            gen_k = self.gen_k[:, :, :, :g].reshape(b * h * paths, g, d)
+            gen_scores = torch.bmm(q_bh.reshape(b * h * paths, 1, d), gen_k.transpose(1, 2))
+            scores = torch.cat([scores, gen_scores.view(b * h, paths, g)], dim=-1)
         probs = torch.softmax(scores * d**-0.5, dim=-1)
-        p_ctx = probs[..., :length].reshape(b, self.paths, h, length).transpose(1, 2)
-        out = torch.matmul(p_ctx, self.ctx_v).transpose(1, 2).reshape(n, h, 1, d)
-        if self.n_gen:
-            out = out + torch.matmul(probs[..., length:], gen_v)
-        return out
+        out = torch.bmm(probs[..., :length], self._ctx_v)  # (B * heads, paths, d)
+        if g:
+            gen_v = self.gen_v[:, :, :, :g].reshape(b * h * paths, g, d)
+            p_gen = probs[..., length:].reshape(b * h * paths, 1, g)
+            out = out + torch.bmm(p_gen, gen_v).view(b * h, paths, d)
+        return out.view(b, h, paths, d).transpose(1, 2).reshape(n, h, 1, d)
 
 
 class _Attention(nn.Module):
@@ -164,25 +197,33 @@ class SelfAttention(_Attention):
         """Without a cache: causal attention over x, positions from 0 (with ``prefill`` the
         keys and values come back as a new cache). With a cache: x is the next token of
         each row, at the position after everything cached."""
+        if cache is not None:
+            return self._step(x, cache), cache
         b, n, d = x.shape
-        start = cache.length if cache is not None else 0
-        cos, sin = self.rotary.tables(start + n, x.dtype)
-        cos, sin = cos[start:], sin[start:]
+        cos, sin = self.rotary.tables(n, x.dtype)
         q = apply_rotary(self._heads(self.q_proj(x)), cos, sin)
         k = apply_rotary(self._heads(self.k_proj(x)), cos, sin)
         v = self._heads(self.v_proj(x))
-        if cache is None:
-            dropout = self.attn_dropout_p if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-            if prefill:
-                cache = KVCache(k, v)
-        else:
-            if n != 1:
-                raise ValueError("cached attention takes one new token per row")
-            cache.append(k, v)
-            out = cache.attend(q)  # the new token sees everything before it
+        dropout = self.attn_dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         out = out.transpose(1, 2).reshape(b, n, d)
-        return self.resid_dropout(self.out_proj(out)), cache
+        return self.resid_dropout(self.out_proj(out)), (KVCache(k, v) if prefill else None)
+
+    def _step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """The per-token hot loop: q, k, v as one product, q and k rotated together."""
+        n, tokens, d = x.shape
+        if tokens != 1:
+            raise ValueError("cached attention takes one new token per row")
+        weight, bias = fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))
+        qkv = F.linear(x.view(n, d), weight, bias)
+        cos, sin = self.rotary.tables(cache.length + 1, x.dtype)
+        qk = apply_rotary(
+            qkv[:, : 2 * d].view(n, 2 * self.n_heads, 1, self.head_dim), cos[-1:], sin[-1:]
+        )
+        q, k = qk.split(self.n_heads, dim=1)
+        cache.append(k, qkv[:, 2 * d :].view(n, self.n_heads, 1, self.head_dim))
+        out = cache.attend(q)  # the new token sees everything before it
+        return self.out_proj(out.reshape(n, 1, d))
 
 
 class CrossAttention(_Attention):
@@ -235,7 +276,7 @@ class TransformerBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, cache: KVCache | None = None, prefill: bool = False
     ) -> tuple[torch.Tensor, KVCache | None]:
-        attn, cache = self.self_attn(self.norm1(x), cache, prefill)
+        attn, new_cache = self.self_attn(self.norm1(x), cache, prefill)
         x = x + attn
-        x = x + self.ffn(self.norm2(x))
-        return x, cache
+        ffn = self.ffn.step if cache is not None else self.ffn
+        return x + ffn(self.norm2(x)), new_cache
