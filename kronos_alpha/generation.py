@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .layers import apply_rotary, rms_norm
+
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Top-k filtering when top_k > 0, otherwise nucleus filtering when top_p < 1."""
@@ -78,11 +80,6 @@ class _Sampler:
         return sample_tokens(logits, self.t, self.k, self.p, u)
 
 
-def _heads_kv(dep, hidden):
-    m = dep.memory(hidden)
-    return m.ctx_k, m.ctx_v
-
-
 def _validate(s1, stamp, future_stamp, pred_len, max_context):
     if pred_len <= 0:
         raise ValueError(f"pred_len must be positive, got {pred_len}")
@@ -93,6 +90,72 @@ def _validate(s1, stamp, future_stamp, pred_len, max_context):
             f"stamp shapes {tuple(stamp.shape)}, {tuple(future_stamp.shape)} do not fit "
             f"tokens {tuple(s1.shape)} and pred_len {pred_len}"
         )
+
+
+class TokenStep:
+    """One new token per row through the transformer, against the prefilled caches.
+
+    The same mathematics as the blocks' forward, for the per-token loop: at one token per
+    row a step is bound by weight reads and dispatch overhead, not arithmetic, so the
+    weights are stacked once per generation (q|k|v, w1|w3 and the dependency layer's k|v
+    each become one product), the rotary rows are looked up, not rebuilt, and no module
+    is called inside the layer loop.
+    """
+
+    def __init__(self, model, caches, positions: int):
+        self.model, self.caches = model, caches
+        self.layers = []
+        dtype = next(model.parameters()).dtype
+        for block in model.transformer:
+            attn, ffn = block.self_attn, block.ffn
+            cos, sin = attn.rotary.tables(positions, dtype)
+            self.layers.append(
+                (
+                    block.norm1.weight,
+                    torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
+                    torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]),
+                    attn.out_proj.weight,
+                    attn.out_proj.bias,
+                    block.norm2.weight,
+                    torch.cat([ffn.w1.weight, ffn.w3.weight]),
+                    ffn.w2.weight,
+                    cos,
+                    sin,
+                    attn.n_heads,
+                )
+            )
+        dep = model.dep_layer.cross_attn
+        self.dep_kv = (
+            torch.cat([dep.k_proj.weight, dep.v_proj.weight]),
+            torch.cat([dep.k_proj.bias, dep.v_proj.bias]),
+        )
+        self.dep_heads = dep.n_heads
+        self.eps = model.norm.eps
+
+    def __call__(
+        self, s1: torch.Tensor, s2: torch.Tensor, time: torch.Tensor, position: int, memory
+    ) -> torch.Tensor:
+        """Tokens (rows, 1) at ``position`` with their time embedding (rows, 1, d) -> the
+        final-normed hidden state (rows, 1, d); appends to the caches and to the s2 memory."""
+        x = self.model.embedding(s1, s2) + time
+        n, _, d = x.shape
+        x = x.view(n, d)
+        for (norm1, w_qkv, b_qkv, w_out, b_out, norm2, w_13, w_2, cos, sin, heads), cache in zip(
+            self.layers, self.caches
+        ):
+            qkv = F.linear(rms_norm(x, norm1, self.eps), w_qkv, b_qkv)
+            qk = apply_rotary(
+                qkv[:, : 2 * d].view(n, 2 * heads, 1, -1), cos[position], sin[position]
+            )
+            q, k = qk.split(heads, dim=1)
+            cache.append(k, qkv[:, 2 * d :].view(n, heads, 1, -1))
+            x = x + F.linear(cache.attend(q).reshape(n, d), w_out, b_out)
+            gate, up = F.linear(rms_norm(x, norm2, self.eps), w_13).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w_2)
+        h = rms_norm(x, self.model.norm.weight, self.eps)
+        kv = F.linear(h, *self.dep_kv).view(n, 2 * self.dep_heads, 1, -1)
+        memory.append(*kv.split(self.dep_heads, dim=1))
+        return h.view(n, 1, d)
 
 
 @torch.no_grad()
@@ -132,8 +195,10 @@ def generate(
     h_last = h[:, -1:].repeat_interleave(S, 0)
     if cached:
         capacity = min(max_context, L + pred_len - 1) - L
-        caches = [c.expand(S, capacity) for c in caches]
+        step = TokenStep(model, [c.expand(S, capacity) for c in caches], L + capacity)
         memory.expand(S, capacity)
+        # Calendar embeddings of the generated positions, once (the same sums as embed()).
+        future_time = model.time_emb(future_stamp).repeat_interleave(S, 0)
     else:
         memory = dep.memory(h.repeat_interleave(S, 0))
 
@@ -142,10 +207,9 @@ def generate(
         if i > 0:
             if n <= max_context:  # append the previous token to the cached window
                 prev = slice(n - 1, n)
-                h_last, caches = model.hidden(
-                    tok1[:, prev], tok2[:, prev], all_stamp_rows[:, prev], caches
+                h_last = step(
+                    tok1[:, prev], tok2[:, prev], future_time[:, i - 1 : i], n - 1, memory
                 )
-                memory.append(*_heads_kv(dep, h_last))
             else:  # the window slides: positions restart at its start, recompute it
                 w = slice(n - max_context, n)
                 h, _ = model.hidden(tok1[:, w], tok2[:, w], all_stamp_rows[:, w])

@@ -19,12 +19,17 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 even when the model runs in half precision; the fused kernel
-        # gives the same bits as x * rsqrt(mean(x^2) + eps) in fewer dispatches.
-        if x.dtype == torch.float32:
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return normed.type_as(x) * self.weight
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x * rsqrt(mean(x^2) + eps) * weight, normalised in float32 even in half precision.
+
+    The fused kernel gives the same bits as the written-out formula in fewer dispatches.
+    """
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).type_as(x) * weight
 
 
 class FeedForward(nn.Module):
@@ -39,28 +44,6 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
-
-    def step(self, x: torch.Tensor) -> torch.Tensor:
-        """Inference on a few rows: w1 and w3 as one matrix product (fewer dispatches)."""
-        gate, up = F.linear(x, fused_weight(self, (self.w1, self.w3))[0]).chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
-
-
-def fused_weight(owner: nn.Module, linears) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The linears' weights (and biases) stacked, cached on ``owner`` until a parameter changes.
-
-    For the per-token loop only: one matrix product instead of several, same results.
-    """
-    params = [t for lin in linears for t in (lin.weight, lin.bias) if t is not None]
-    key = tuple((t.data_ptr(), t._version, t.dtype) for t in params)
-    cached = owner.__dict__.get("_fused")
-    if cached is None or cached[0] != key:
-        weight = torch.cat([lin.weight.detach() for lin in linears])
-        bias = (
-            None if linears[0].bias is None else torch.cat([lin.bias.detach() for lin in linears])
-        )
-        cached = owner.__dict__["_fused"] = (key, weight, bias)
-    return cached[1], cached[2]
 
 
 class RotaryEmbedding(nn.Module):
@@ -192,13 +175,10 @@ class SelfAttention(_Attention):
     """Causal multi-head self-attention with rotary positions."""
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, prefill: bool = False
+        self, x: torch.Tensor, prefill: bool = False
     ) -> tuple[torch.Tensor, KVCache | None]:
-        """Without a cache: causal attention over x, positions from 0 (with ``prefill`` the
-        keys and values come back as a new cache). With a cache: x is the next token of
-        each row, at the position after everything cached."""
-        if cache is not None:
-            return self._step(x, cache), cache
+        """Causal attention over x, positions from 0. With ``prefill`` the keys and values
+        come back as a cache for token-by-token generation (see generation.TokenStep)."""
         b, n, d = x.shape
         cos, sin = self.rotary.tables(n, x.dtype)
         q = apply_rotary(self._heads(self.q_proj(x)), cos, sin)
@@ -208,22 +188,6 @@ class SelfAttention(_Attention):
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         out = out.transpose(1, 2).reshape(b, n, d)
         return self.resid_dropout(self.out_proj(out)), (KVCache(k, v) if prefill else None)
-
-    def _step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """The per-token hot loop: q, k, v as one product, q and k rotated together."""
-        n, tokens, d = x.shape
-        if tokens != 1:
-            raise ValueError("cached attention takes one new token per row")
-        weight, bias = fused_weight(self, (self.q_proj, self.k_proj, self.v_proj))
-        qkv = F.linear(x.view(n, d), weight, bias)
-        cos, sin = self.rotary.tables(cache.length + 1, x.dtype)
-        qk = apply_rotary(
-            qkv[:, : 2 * d].view(n, 2 * self.n_heads, 1, self.head_dim), cos[-1:], sin[-1:]
-        )
-        q, k = qk.split(self.n_heads, dim=1)
-        cache.append(k, qkv[:, 2 * d :].view(n, self.n_heads, 1, self.head_dim))
-        out = cache.attend(q)  # the new token sees everything before it
-        return self.out_proj(out.reshape(n, 1, d))
 
 
 class CrossAttention(_Attention):
@@ -274,9 +238,8 @@ class TransformerBlock(nn.Module):
         self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
 
     def forward(
-        self, x: torch.Tensor, cache: KVCache | None = None, prefill: bool = False
+        self, x: torch.Tensor, prefill: bool = False
     ) -> tuple[torch.Tensor, KVCache | None]:
-        attn, new_cache = self.self_attn(self.norm1(x), cache, prefill)
+        attn, cache = self.self_attn(self.norm1(x), prefill)
         x = x + attn
-        ffn = self.ffn.step if cache is not None else self.ffn
-        return x + ffn(self.norm2(x)), new_cache
+        return x + self.ffn(self.norm2(x)), cache

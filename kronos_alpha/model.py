@@ -114,21 +114,15 @@ class Kronos(
         return self.token_drop(x)
 
     def hidden(
-        self,
-        s1: torch.Tensor,
-        s2: torch.Tensor,
-        stamp: torch.Tensor | None,
-        caches: list[KVCache] | None = None,
-        prefill: bool = False,
+        self, s1: torch.Tensor, s2: torch.Tensor, stamp: torch.Tensor | None, prefill: bool = False
     ) -> tuple[torch.Tensor, list[KVCache] | None]:
-        """Final-normed hidden states. With ``caches``, s1/s2 are the next token of each row;
-        with ``prefill``, the per-layer caches of this window are returned."""
+        """Final-normed hidden states of a window; with ``prefill`` also its per-layer caches."""
         x = self.embed(s1, s2, stamp)
-        out_caches = []
-        for i, layer in enumerate(self.transformer):
-            x, cache = layer(x, caches[i] if caches is not None else None, prefill)
-            out_caches.append(cache)
-        return self.norm(x), (out_caches if (caches is not None or prefill) else None)
+        caches = []
+        for layer in self.transformer:
+            x, cache = layer(x, prefill)
+            caches.append(cache)
+        return self.norm(x), (caches if prefill else None)
 
     def decode_s1(self, s1, s2, stamp=None):
         """Full pass over a window: (s1 logits at every position, hidden states)."""
