@@ -174,6 +174,19 @@ def markdown_table(df: pd.DataFrame, fmt: str = "{:.4f}") -> str:
     return "\n".join([head, sep, *body])
 
 
+def figure_saver(folder: Path, names: list[str]):
+    """save(fig, name): a tight PNG at 110 dpi in ``folder``, the figure closed, the name kept."""
+    import matplotlib.pyplot as plt
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(Path(folder) / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+
+    return save
+
+
 def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy evaluation") -> Path:
     """Markdown report plus PNG charts (cumulative returns vs benchmark, drawdown, exposures,
     turnover) in ``folder``; returns the path of ``report.md``."""
@@ -186,12 +199,7 @@ def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy eval
     folder.mkdir(parents=True, exist_ok=True)
     r = ev.returns.fillna(0.0)
     charts = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        charts.append(name)
+    save = figure_saver(folder, charts)
 
     fig, ax = plt.subplots(figsize=(9, 4))
     empyrical.cum_returns(r).plot(ax=ax)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluation import evaluate, markdown_table
+from .evaluation import evaluate, figure_saver, markdown_table
 from .factors import forward_returns
 from .forecast_metrics import (
     central_coverage,
@@ -156,12 +156,7 @@ def charts(curves, ics, calib, folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        names.append(name)
+    save = figure_saver(folder, names)
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for name, r in curves.items():
