@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -62,4 +63,25 @@ def tiny_pair():
     torch.manual_seed(0)
     return Kronos(**TINY_MODEL).eval().to(DEVICE), KronosTokenizer(**TINY_TOKENIZER).eval().to(
         DEVICE
+    )
+
+
+def make_bars(n: int, seed: int, start: str = "2021-01-04") -> pd.DataFrame:
+    """Synthetic daily OHLCV bars (a random walk) with a date column, for provider folders."""
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range(start, periods=n)
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
+    open_ = close * np.exp(rng.normal(0, 0.005, n))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
+    volume = rng.uniform(1e5, 1e6, n).round()
+    return pd.DataFrame(
+        {
+            "date": dates.strftime("%Y-%m-%d"),
+            "open": open_,
+            "high": high,
+            "low": low,
+            "close": close,
+            "volume": volume,
+        }
     )

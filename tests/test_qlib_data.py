@@ -8,30 +8,11 @@ import pytest
 
 pytest.importorskip("qlib")
 
+from conftest import make_bars
 from kronos_alpha.adapters.qlib_data import build, check, read_bin  # noqa: E402
 
 from kronos_alpha.cli import main  # noqa: E402
 from kronos_alpha.data import InputError  # noqa: E402
-
-
-def make_bars(n: int, seed: int, start: str = "2021-01-04") -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    dates = pd.bdate_range(start, periods=n)
-    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
-    open_ = close * np.exp(rng.normal(0, 0.005, n))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
-    volume = rng.uniform(1e5, 1e6, n).round()
-    return pd.DataFrame(
-        {
-            "date": dates.strftime("%Y-%m-%d"),
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "volume": volume,
-        }
-    )
 
 
 @pytest.fixture

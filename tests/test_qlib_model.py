@@ -15,6 +15,7 @@ import yaml
 pytest.importorskip("qlib")
 
 import qlib  # noqa: E402
+from conftest import make_bars
 from kronos_alpha.adapters.qlib import KronosHandler, KronosModel, check_benchmark, raw_bars  # noqa: E402
 from kronos_alpha.adapters.qlib_data import build  # noqa: E402
 from qlib.data.dataset import DatasetH, TSDatasetH  # noqa: E402
@@ -32,19 +33,6 @@ SEGMENTS = {"train": ("2021-01-04", "2021-06-30"), "test": ("2021-07-01", TEST_E
 
 if not (FIXTURE / "model").is_dir():
     pytest.skip(f"fixture checkpoint {FIXTURE} is absent", allow_module_level=True)
-
-
-def make_bars(n: int, seed: int, start: str) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    dates = pd.bdate_range(start, periods=n)
-    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
-    open_ = close * np.exp(rng.normal(0, 0.005, n))
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
-    vol = rng.uniform(1e5, 1e6, n).round()
-    return pd.DataFrame(
-        {"date": dates, "open": open_, "high": high, "low": low, "close": close, "volume": vol}
-    )
 
 
 @pytest.fixture(scope="module")
