@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .layers import apply_rotary, rms_norm
 
@@ -78,6 +79,11 @@ class _Sampler:
     def __call__(self, logits, step, which):
         u = None if self.u is None else self.u[:, step, which]
         return sample_tokens(logits, self.t, self.k, self.p, u)
+
+
+def _steps(pred_len: int, progress: bool):
+    """The generation steps, with a tqdm bar when asked (upstream's ``verbose``)."""
+    return tqdm(range(pred_len), desc="generating", leave=False, disable=not progress)
 
 
 def _validate(s1, stamp, future_stamp, pred_len, max_context):
@@ -172,6 +178,7 @@ def generate(
     top_k: int = 0,
     top_p: float = 1.0,
     uniforms: torch.Tensor | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached generation. s1, s2: (B, L) context tokens; stamp (B, L, 5); future_stamp
     (B, pred_len, 5). Returns (s1, s2) of shape (B * sample_count, L + pred_len), rows
@@ -202,7 +209,7 @@ def generate(
     else:
         memory = dep.memory(h.repeat_interleave(S, 0))
 
-    for i in range(pred_len):
+    for i in _steps(pred_len, progress):
         n = L + i  # tokens before the one generated in this step
         if i > 0:
             if n <= max_context:  # append the previous token to the cached window
@@ -236,6 +243,7 @@ def generate_reference(
     top_k=0,
     top_p=1.0,
     uniforms=None,
+    progress=False,
 ):
     """The published algorithm: every step recomputes the whole window from scratch."""
     _validate(s1, stamp, future_stamp, pred_len, max_context)
@@ -245,7 +253,7 @@ def generate_reference(
     tok1 = torch.cat([s1, s1.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
     tok2 = torch.cat([s2, s2.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
     all_stamp = torch.cat([stamp, future_stamp], dim=1).repeat_interleave(S, 0)
-    for i in range(pred_len):
+    for i in _steps(pred_len, progress):
         n = L + i
         w = slice(max(0, n - max_context), n)
         logits, h = model.decode_s1(tok1[:, w], tok2[:, w], all_stamp[:, w])
@@ -273,6 +281,7 @@ def sample_paths(
     top_p: float = 1.0,
     uniforms: torch.Tensor | None = None,
     reference: bool = False,
+    progress: bool = False,
 ) -> np.ndarray:
     """Normalised bars x (B, L, 6) -> sampled normalised paths (B, sample_count, P, 6).
 
@@ -304,6 +313,7 @@ def sample_paths(
         top_k,
         top_p,
         uniforms,
+        progress=progress,
     )
     total = tok1.shape[1]
     w = slice(max(0, total - max_context), total)

@@ -149,6 +149,7 @@ class KronosPredictor:
                 top_k,
                 top_p,
                 None if uniforms is None else uniforms[members],
+                progress=verbose,
             )
             for j, i in enumerate(members):
                 out[i] = denormalize(z[j], prepared[i].mean, prepared[i].std)
