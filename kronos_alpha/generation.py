@@ -258,11 +258,7 @@ def generate_reference(
         w = slice(max(0, n - max_context), n)
         logits, h = model.decode_s1(tok1[:, w], tok2[:, w], all_stamp[:, w])
         t1 = sample(logits[:, -1], i, 0)
-        # As published, the s2 branch runs over every position and the last one is kept.
-        s1_embed = model.embedding.emb_s1(t1.reshape(-1, 1))
-        attn = model.dep_layer.cross_attn.attend_one(s1_embed, model.dep_layer.cross_attn.memory(h))
-        s2_logits = model.head.cond_forward(model.dep_layer.norm(h + attn))
-        t2 = sample(s2_logits[:, -1], i, 1)
+        t2 = sample(model.decode_s2(h, t1), i, 1)
         tok1[:, n], tok2[:, n] = t1, t2
     return tok1, tok2
 

@@ -130,10 +130,13 @@ class Kronos(
         return self.head(h), h
 
     def decode_s2(self, hidden: torch.Tensor, s1_last: torch.Tensor) -> torch.Tensor:
-        """s2 logits at the last position given the chosen s1 token (inference semantics)."""
-        return self.s2_logits_last(
-            hidden[:, -1:], s1_last, self.dep_layer.cross_attn.memory(hidden)
+        """s2 logits at the last position given the chosen s1 token, computed as published:
+        the dependency layer and the s2 head run over every position of the window."""
+        s1_embed = self.embedding.emb_s1(s1_last.reshape(-1, 1))
+        attn = self.dep_layer.cross_attn.attend_one(
+            s1_embed, self.dep_layer.cross_attn.memory(hidden)
         )
+        return self.head.cond_forward(self.dep_layer.norm(hidden + attn))[:, -1]
 
     def s2_logits_last(
         self, hidden_last: torch.Tensor, s1_last: torch.Tensor, memory: KVCache
