@@ -11,6 +11,8 @@ restart at its start, so every hidden state changes and the window is recomputed
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -99,22 +101,27 @@ def _validate(s1, stamp, future_stamp, pred_len, max_context):
 
 
 class TokenStep:
-    """One new token per row through the transformer, against the prefilled caches.
+    """The per-token computations of generation: one new token per row through the
+    transformer against the prefilled caches, and the s1 and s2 logits of a hidden state.
 
-    The same mathematics as the blocks' forward, for the per-token loop: at one token per
-    row a step is bound by weight reads and dispatch overhead, not arithmetic, so the
-    weights are stacked once per generation (q|k|v, w1|w3 and the dependency layer's k|v
-    each become one product), the rotary rows are looked up, not rebuilt, and no module
-    is called inside the layer loop.
+    The same mathematics, and the same bits, as the modules' forward, laid out for
+    one-row products: there a step is bound by weight reads and per-operation overhead,
+    not by arithmetic. So the weights are stacked once per generation (q|k|v, w1|w3 and
+    the dependency layer's k|v each become one product), the token embeddings are
+    pre-scaled, no module is called, and a layer's new keys and values reach its cache in
+    one copy.
     """
 
-    def __init__(self, model, caches, positions: int):
-        self.model, self.caches = model, caches
-        self.layers = []
+    def __init__(self, model, positions: int):
+        emb, dep, head = model.embedding, model.dep_layer, model.head
         dtype = next(model.parameters()).dtype
+        scale = math.sqrt(emb.d_model)  # as in HierarchicalEmbedding: elementwise, same bits
+        self.s1_table, self.s2_table = emb.emb_s1.weight * scale, emb.emb_s2.weight * scale
+        self.fusion = (emb.fusion_proj.weight, emb.fusion_proj.bias)
+        self.layers = []
         for block in model.transformer:
             attn, ffn = block.self_attn, block.ffn
-            cos, sin = attn.rotary.tables(positions, dtype)
+            cos, sin = attn.rotary.tables(max(positions, 1), dtype)
             self.layers.append(
                 (
                     block.norm1.weight,
@@ -130,41 +137,53 @@ class TokenStep:
                     attn.n_heads,
                 )
             )
-        dep = model.dep_layer.cross_attn
-        self.dep_kv = (
-            torch.cat([dep.k_proj.weight, dep.v_proj.weight]),
-            torch.cat([dep.k_proj.bias, dep.v_proj.bias]),
-        )
-        self.dep_heads = dep.n_heads
+        self.norm = model.norm.weight
         self.eps = model.norm.eps
+        cross = dep.cross_attn
+        self.dep_heads = cross.n_heads
+        self.dep_kv = (
+            torch.cat([cross.k_proj.weight, cross.v_proj.weight]),
+            torch.cat([cross.k_proj.bias, cross.v_proj.bias]),
+        )
+        self.dep_q = (emb.emb_s1.weight, cross.q_proj.weight, cross.q_proj.bias)
+        self.dep_out = (cross.out_proj.weight, cross.out_proj.bias, dep.norm.weight)
+        self.s1_head = (head.proj_s1.weight, head.proj_s1.bias)
+        self.s2_head = (head.proj_s2.weight, head.proj_s2.bias)
 
-    def __call__(
-        self, s1: torch.Tensor, s2: torch.Tensor, time: torch.Tensor, position: int, memory
-    ) -> torch.Tensor:
-        """Tokens (rows, 1) at ``position`` with their time embedding (rows, 1, d) -> the
-        final-normed hidden state (rows, 1, d); appends to the caches and to the s2 memory."""
-        x = self.model.embedding(s1, s2) + time
-        n, _, d = x.shape
-        x = x.view(n, d)
+    def hidden(self, s1, s2, time, position: int, caches, memory) -> torch.Tensor:
+        """Tokens (rows,) at ``position`` with their time embedding (rows, d) -> the
+        final-normed hidden state (rows, d); appends to the caches and to the s2 memory."""
+        x = F.linear(torch.cat([self.s1_table[s1], self.s2_table[s2]], -1), *self.fusion) + time
+        n, d = x.shape
         for (norm1, w_qkv, b_qkv, w_out, b_out, norm2, w_13, w_2, cos, sin, heads), cache in zip(
-            self.layers, self.caches
+            self.layers, caches
         ):
-            qkv = F.linear(rms_norm(x, norm1, self.eps), w_qkv, b_qkv)
-            qk = apply_rotary(
-                qkv[:, : 2 * d].view(n, 2 * heads, 1, -1), cos[position], sin[position]
-            )
-            q, k = qk.split(heads, dim=1)
-            cache.append(k, qkv[:, 2 * d :].view(n, heads, 1, -1))
-            x = x + F.linear(cache.attend(q).reshape(n, d), w_out, b_out)
+            qkv = F.linear(rms_norm(x, norm1, self.eps), w_qkv, b_qkv).view(n, 3 * heads, 1, -1)
+            qk = qkv[:, : 2 * heads]
+            apply_rotary(qk, cos[position], sin[position], out=qk)
+            cache.append(qkv[:, heads:])  # rotated keys, then values
+            x = x + F.linear(cache.attend(qkv[:, :heads]).reshape(n, d), w_out, b_out)
             gate, up = F.linear(rms_norm(x, norm2, self.eps), w_13).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, w_2)
-        h = rms_norm(x, self.model.norm.weight, self.eps)
-        kv = F.linear(h, *self.dep_kv).view(n, 2 * self.dep_heads, 1, -1)
-        memory.append(*kv.split(self.dep_heads, dim=1))
-        return h.view(n, 1, d)
+        h = rms_norm(x, self.norm, self.eps)
+        memory.append(F.linear(h, *self.dep_kv).view(n, 2 * self.dep_heads, 1, -1))
+        return h
+
+    def s1_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, *self.s1_head)
+
+    def s2_logits(self, h: torch.Tensor, s1: torch.Tensor, memory) -> torch.Tensor:
+        """s2 logits of hidden states h (rows, d) given their chosen s1 tokens (rows,): the
+        dependency layer's single query attends over the window (``memory``)."""
+        table, w_q, b_q = self.dep_q
+        n, d = h.shape
+        q = F.linear(table[s1], w_q, b_q).view(n, self.dep_heads, 1, -1)
+        w_out, b_out, norm = self.dep_out
+        attn = F.linear(memory.attend(q).reshape(n, d), w_out, b_out)
+        return F.linear(rms_norm(h + attn, norm, self.eps), *self.s2_head)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model,
     s1: torch.Tensor,
@@ -196,40 +215,36 @@ def generate(
     # Step 0 sees the same window for every path of a series: compute it once per series.
     start = max(0, L - max_context)
     cached = L < max_context  # room left to append at least one token
+    capacity = min(max_context, L + pred_len - 1) - L if cached else 0
+    step = TokenStep(model, L + capacity)
     h, caches = model.hidden(s1[:, start:], s2[:, start:], stamp[:, start:], prefill=cached)
-    memory = dep.memory(h)
-    logits = model.head(h[:, -1]).repeat_interleave(S, 0)
-    h_last = h[:, -1:].repeat_interleave(S, 0)
+    h_last = h[:, -1].repeat_interleave(S, 0)
     if cached:
-        capacity = min(max_context, L + pred_len - 1) - L
-        step = TokenStep(model, [c.expand(S, capacity) for c in caches], L + capacity)
-        memory.expand(S, capacity)
+        caches = [c.expand(S, capacity) for c in caches]
+        memory = dep.memory(h).expand(S, capacity)
         # Calendar embeddings of the generated positions, once (the same sums as embed()).
         future_time = model.time_emb(future_stamp).repeat_interleave(S, 0)
     else:
         memory = dep.memory(h.repeat_interleave(S, 0))
 
+    t1 = t2 = None  # the tokens of the previous step
     for i in _steps(pred_len, progress):
         n = L + i  # tokens before the one generated in this step
         if i > 0:
             if n <= max_context:  # append the previous token to the cached window
-                prev = slice(n - 1, n)
-                h_last = step(
-                    tok1[:, prev], tok2[:, prev], future_time[:, i - 1 : i], n - 1, memory
-                )
+                h_last = step.hidden(t1, t2, future_time[:, i - 1], n - 1, caches, memory)
             else:  # the window slides: positions restart at its start, recompute it
                 w = slice(n - max_context, n)
                 h, _ = model.hidden(tok1[:, w], tok2[:, w], all_stamp_rows[:, w])
-                h_last = h[:, -1:]
+                h_last = h[:, -1]
                 memory = dep.memory(h)
-            logits = model.head(h_last[:, -1])
-        t1 = sample(logits, i, 0)
-        t2 = sample(model.s2_logits_last(h_last, t1, memory), i, 1)
+        t1 = sample(step.s1_logits(h_last), i, 0)
+        t2 = sample(step.s2_logits(h_last, t1, memory), i, 1)
         tok1[:, n], tok2[:, n] = t1, t2
     return tok1, tok2
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_reference(
     model,
     s1,

@@ -25,11 +25,13 @@ class RMSNorm(nn.Module):
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x * rsqrt(mean(x^2) + eps) * weight, normalised in float32 even in half precision.
 
-    The fused kernel gives the same bits as the written-out formula in fewer dispatches.
+    Written out: on the CPU it gives the same bits as F.rms_norm in half its dispatches,
+    which matters in the one-token generation step.
     """
     if x.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), weight, eps)
-    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).type_as(x) * weight
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * weight
 
 
 class FeedForward(nn.Module):
@@ -70,78 +72,94 @@ class RotaryEmbedding(nn.Module):
             or t[0].device != self.inv_freq.device
         ):
             size = max(256, 1 << (n - 1).bit_length())  # grow geometrically, not per step
-            pos = torch.arange(size, device=self.inv_freq.device).type_as(self.inv_freq)
-            freqs = torch.outer(pos, self.inv_freq)
-            emb = torch.cat((freqs, freqs), dim=-1)
-            half = freqs.shape[-1]
-            sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(emb)
-            t = self._tables = (emb.cos().to(dtype), (emb.sin() * sign).to(dtype))
+            # Built as normal tensors even under inference_mode: the cache outlives it and
+            # may serve a training pass later.
+            with torch.inference_mode(False):
+                pos = torch.arange(size, device=self.inv_freq.device).type_as(self.inv_freq)
+                freqs = torch.outer(pos, self.inv_freq)
+                emb = torch.cat((freqs, freqs), dim=-1)
+                half = freqs.shape[-1]
+                sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(emb)
+                t = self._tables = (emb.cos().to(dtype), (emb.sin() * sign).to(dtype))
         return t[0][:n], t[1][:n]
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+def apply_rotary(
+    x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rotate-half rotary: x * cos + cat(-x2, x1) * sin, with the sign folded into the sin
-    table so that the half swap is a single roll (the same bits, fewer dispatches)."""
-    return x * cos + torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin
+    table so that the half swap is a single roll (the same bits, fewer dispatches).
+    ``out`` may be x itself: the products are taken before it is written."""
+    return torch.add(x * cos, torch.roll(x, x.shape[-1] // 2, dims=-1) * signed_sin, out=out)
 
 
 class KVCache:
     """Keys and values of one attention layer during generation.
 
-    The context part (B, heads, L, head_dim) is computed once per series and shared by its
-    ``paths`` sampled paths; each path appends its generated tokens to its own part, laid
-    out (B, heads, paths, capacity, head_dim). Attention reads both in place with batched
-    matrix products: sharing the context costs neither copies nor memory.
+    Built from a window's keys and values (B, heads, L, head_dim); ``expand`` makes room for
+    generated tokens. Appended tokens arrive as one tensor of keys then values, and each
+    buffer is laid out (2, ...) with keys first, so that appending is a single copy.
+
+    - One path per series: generated tokens follow the context in one buffer, and a step's
+      attention is a single fused call.
+    - Several paths: the context is computed once per series and shared in place by its
+      paths; each path appends to its own part (2, B, heads, paths, capacity, head_dim),
+      and attention reads both parts with batched matrix products, so sharing costs
+      neither copies nor memory.
     """
 
     def __init__(self, k: torch.Tensor, v: torch.Tensor):
-        b, h, length, d = k.shape
-        self.ctx_k, self.ctx_v = k.contiguous(), v.contiguous()
-        self._ctx_kt = self.ctx_k.view(b * h, length, d).transpose(1, 2)
-        self._ctx_v = self.ctx_v.view(b * h, length, d)
+        self.k, self.v = k, v  # what every path of a series attends to
+        self.length = k.shape[2]  # filled tokens of k and v
         self.paths = 1
-        self.gen_k = self.gen_v = None
+        self.kv = self.gen = None  # the append buffer: one path, or per-path parts
         self.n_gen = 0
-
-    @property
-    def length(self) -> int:
-        return self.ctx_k.shape[2] + self.n_gen
 
     def expand(self, paths: int, capacity: int) -> KVCache:
         """Make room for ``capacity`` generated tokens in each of ``paths`` paths per series."""
-        b, h, _, d = self.ctx_k.shape
+        b, h, length, d = self.k.shape
         self.paths = paths
-        self.gen_k = self.ctx_k.new_empty(b, h, paths, capacity, d)
-        self.gen_v = self.ctx_v.new_empty(b, h, paths, capacity, d)
+        if paths == 1:
+            self.kv = self.k.new_empty(2, b, h, length + capacity, d)
+            self.kv[0, :, :, :length], self.kv[1, :, :, :length] = self.k, self.v
+            self.k, self.v = self.kv[0], self.kv[1]
+            return self
+        self.k, self.v = self.k.contiguous(), self.v.contiguous()
+        self._ctx_kt = self.k.view(b * h, length, d).transpose(1, 2)
+        self._ctx_v = self.v.view(b * h, length, d)
+        self.gen = self.k.new_empty(2, b, h, paths, capacity, d)
         return self
 
-    def _series_major(self, x: torch.Tensor) -> torch.Tensor:
-        """(B * paths, heads, 1, d) rows -> (B, heads, paths, d)."""
-        n, h, _, d = x.shape
-        return x.view(n // self.paths, self.paths, h, d).transpose(1, 2)
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """k, v: (B * paths, heads, 1, head_dim) of the newest token."""
-        if self.gen_k is None or self.n_gen >= self.gen_k.shape[3]:
+    def append(self, kv: torch.Tensor) -> None:
+        """kv: (B * paths, 2 * heads, 1, head_dim), the newest token's keys then values."""
+        n, two_h, _, d = kv.shape
+        if self.gen is not None and self.n_gen < self.gen.shape[4]:
+            rows = kv.view(n // self.paths, self.paths, 2, two_h // 2, d)
+            self.gen[:, :, :, :, self.n_gen] = rows.permute(2, 0, 3, 1, 4)
+            self.n_gen += 1
+        elif self.kv is not None and self.length < self.kv.shape[3]:
+            self.kv[:, :, :, self.length] = kv.view(n, 2, two_h // 2, d).transpose(0, 1)
+            self.length += 1
+        else:
             raise RuntimeError("KVCache is full: expand() it with enough capacity")
-        self.gen_k[:, :, :, self.n_gen] = self._series_major(k)
-        self.gen_v[:, :, :, self.n_gen] = self._series_major(v)
-        self.n_gen += 1
 
     def attend(self, q: torch.Tensor) -> torch.Tensor:
         """Softmax attention of one query per row, q: (B * paths, heads, 1, head_dim)."""
+        if self.gen is None:
+            n = self.length
+            return F.scaled_dot_product_attention(q, self.k[:, :, :n], self.v[:, :, :n])
         n, h, _, d = q.shape
-        b, length, paths, g = self.ctx_k.shape[0], self.ctx_k.shape[2], self.paths, self.n_gen
-        q_bh = self._series_major(q).reshape(b * h, paths, d)
+        b, length, paths, g = self.k.shape[0], self.length, self.paths, self.n_gen
+        q_bh = q.view(b, paths, h, d).transpose(1, 2).reshape(b * h, paths, d)
         scores = torch.bmm(q_bh, self._ctx_kt)  # (B * heads, paths, L)
         if g:
-            gen_k = self.gen_k[:, :, :, :g].reshape(b * h * paths, g, d)
+            gen_k = self.gen[0, :, :, :, :g].reshape(b * h * paths, g, d)
             gen_scores = torch.bmm(q_bh.reshape(b * h * paths, 1, d), gen_k.transpose(1, 2))
             scores = torch.cat([scores, gen_scores.view(b * h, paths, g)], dim=-1)
         probs = torch.softmax(scores * d**-0.5, dim=-1)
         out = torch.bmm(probs[..., :length], self._ctx_v)  # (B * heads, paths, d)
         if g:
-            gen_v = self.gen_v[:, :, :, :g].reshape(b * h * paths, g, d)
+            gen_v = self.gen[1, :, :, :, :g].reshape(b * h * paths, g, d)
             p_gen = probs[..., length:].reshape(b * h * paths, 1, g)
             out = out + torch.bmm(p_gen, gen_v).view(b * h, paths, d)
         return out.view(b, h, paths, d).transpose(1, 2).reshape(n, h, 1, d)

@@ -33,12 +33,6 @@ class DependencyAwareLayer(nn.Module):
         """Training form: causal, rotated, one query per position."""
         return self.norm(hidden + self.cross_attn(s1_embed, hidden, causal=True))
 
-    def last(
-        self, hidden_last: torch.Tensor, s1_embed: torch.Tensor, memory: KVCache
-    ) -> torch.Tensor:
-        """Inference form at the last position, over the window's keys and values."""
-        return self.norm(hidden_last + self.cross_attn.attend_one(s1_embed, memory))
-
 
 class DualHead(nn.Module):
     def __init__(self, s1_bits: int, s2_bits: int, d_model: int):
@@ -137,12 +131,6 @@ class Kronos(
             s1_embed, self.dep_layer.cross_attn.memory(hidden)
         )
         return self.head.cond_forward(self.dep_layer.norm(hidden + attn))[:, -1]
-
-    def s2_logits_last(
-        self, hidden_last: torch.Tensor, s1_last: torch.Tensor, memory: KVCache
-    ) -> torch.Tensor:
-        s1_embed = self.embedding.emb_s1(s1_last.reshape(-1, 1))
-        return self.head.cond_forward(self.dep_layer.last(hidden_last, s1_embed, memory))[:, -1]
 
     def forward(self, s1, s2, stamp=None, s1_targets=None):
         """Training pass: (s1 logits, s2 logits) at every position.

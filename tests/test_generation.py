@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE
+from conftest import DEVICE, TINY_MODEL, TINY_TOKENIZER
 
+from kronos_alpha import Kronos, KronosTokenizer
 from kronos_alpha.generation import (
     filter_logits,
     generate,
@@ -14,6 +15,7 @@ from kronos_alpha.generation import (
     series_seed,
     uniforms_for_seeds,
 )
+from kronos_alpha.layers import KVCache
 
 
 def _inputs(tokenizer, n, context, pred_len, seed=0):
@@ -120,3 +122,27 @@ def test_bad_lengths_are_errors(tiny_pair):
         generate(model, s1, s2, st, fst, 0, 16)
     with pytest.raises(ValueError, match="stamp"):
         generate(model, s1, s2, st, fst[:, :2], 4, 16)
+
+
+def test_a_model_that_generated_can_still_train():
+    """generate runs under inference_mode; the rotary tables it caches on the model must
+    still serve a training pass afterwards."""
+    model = Kronos(**TINY_MODEL).to(DEVICE)
+    tokenizer = KronosTokenizer(**TINY_TOKENIZER).eval().to(DEVICE)
+    s1, s2, st, fst = _inputs(tokenizer, 2, 12, 3)
+    generate(model.eval(), s1, s2, st, fst, 3, 32)
+    loss = model.train().loss(s1, s2, st)["loss"]
+    loss.backward()
+    assert all(p.grad is not None for p in model.transformer.parameters())
+
+
+def test_a_full_cache_refuses_another_token():
+    k = torch.zeros(1, 2, 3, 4)
+    one_path = KVCache(k, k).expand(1, 1)
+    shared = KVCache(k, k).expand(2, 1)
+    one_path.append(torch.ones(1, 4, 1, 4))
+    shared.append(torch.ones(2, 4, 1, 4))
+    assert one_path.length == 4 and torch.equal(one_path.v[:, :, 3], torch.ones(1, 2, 4))
+    for cache, rows in ((one_path, 1), (shared, 2), (KVCache(k, k), 1)):
+        with pytest.raises(RuntimeError, match="full"):
+            cache.append(torch.ones(rows, 4, 1, 4))
