@@ -104,9 +104,10 @@ class TokenStep:
     """The per-token computations of generation: one new token per row through the
     transformer against the prefilled caches, and the s1 and s2 logits of a hidden state.
 
-    The same mathematics, and the same bits, as the modules' forward, laid out for
-    one-row products: there a step is bound by weight reads and per-operation overhead,
-    not by arithmetic. So the weights are stacked once per generation (q|k|v, w1|w3 and
+    The same mathematics as the modules' forward, laid out for one-row products: there a
+    step is bound by weight reads and per-operation overhead, not by arithmetic. (A
+    one-row product may round differently from the same row inside the full pass's matrix
+    product, by about 1e-6, so tests compare the tokens, not the hidden states.) So the weights are stacked once per generation (q|k|v, w1|w3 and
     the dependency layer's k|v each become one product), the token embeddings are
     pre-scaled, no module is called, and a layer's new keys and values reach its cache in
     one copy.
