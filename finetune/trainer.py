@@ -5,7 +5,8 @@ It trains an *objective*: a module whose ``forward(x, stamp)`` returns the loss 
 micro-batches, gradient clipping, AdamW and a OneCycle schedule stepped once.
 
 Resume: every ``save_every`` steps and at each epoch end the model, optimizer, scheduler,
-grad scaler, counters, best val loss and every RNG state are written atomically. The epoch
+grad scaler, counters, best val loss and every rank's RNG states are written atomically, as
+one file, so a kill at any moment leaves a state whose parts belong to the same step. The epoch
 order is a pure function of (seed, epoch), so a resumed run continues at the exact step it
 stopped after and ends with the same weights as an uninterrupted one.
 """
@@ -160,7 +161,6 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.best_dir = self.out_dir / "best"
         self.state_path = self.out_dir / "state" / "training_state.pt"
-        self.rng_path = self.out_dir / "state" / f"rng_rank{runtime.rank}.pt"
         self.log_path = self.out_dir / "log.csv"
         self.objective = objective.to(runtime.device)
         self.module = objective.trained
@@ -255,9 +255,10 @@ class Trainer:
             w.writerows(rows)
 
     def save_state(self) -> None:
-        if self.rt.world > 1:
-            dist.barrier()
-        save_state_atomic(capture_rng(), self.rng_path)
+        rng = [capture_rng()]
+        if self.rt.world > 1:  # every rank's generators go into rank 0's one file
+            rng = [None] * self.rt.world
+            dist.all_gather_object(rng, capture_rng())
         if self.rt.main:
             save_state_atomic(
                 {
@@ -266,6 +267,7 @@ class Trainer:
                     "scheduler": self.scheduler.state_dict(),
                     "scaler": self.scaler.state_dict(),
                     "trainer": dict(self.state),
+                    "rng": rng,
                     "world": self.rt.world,
                     "total_steps": self.total_steps,
                 },
@@ -288,9 +290,7 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
         self.state.update(saved["trainer"])
-        rng = load_state(self.rng_path)
-        if rng is not None:
-            restore_rng(rng)
+        restore_rng(saved["rng"][self.rt.rank])
         self._truncate_log(self.state["global_step"])
         return True
 

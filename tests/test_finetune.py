@@ -25,6 +25,7 @@ from kronos_alpha.finetune import (
     save_pretrained_atomic,
     split_windows,
 )
+from kronos_alpha.finetune import trainer as trainer_module
 from kronos_alpha.finetune.config import split_range
 from kronos_alpha.finetune.sources import panel_series
 from kronos_alpha.finetune.trainer import Runtime
@@ -350,6 +351,35 @@ def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
     assert train_steps == list(range(1, 13))  # no lost or repeated steps
     full_log = pd.read_csv(tmp_path / "a" / "run" / "predictor" / "log.csv")
     np.testing.assert_allclose(log["loss"], full_log["loss"], rtol=0, atol=0)
+
+
+def test_a_kill_during_a_state_save_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """The process dies while writing the step-6 state: the resume must start from a state
+    whose model, optimizer and random generators all belong to step 4 (dropout is on)."""
+    panel = make_panel()
+    run_finetune(FinetuneConfig.from_dict(tiny_config(tmp_path / "a")), panel)
+
+    class Killed(RuntimeError):
+        pass
+
+    write = trainer_module.save_state_atomic
+
+    def die_at_step_6(state, path):
+        if "predictor" in str(path) and state.get("trainer", {}).get("global_step") == 6:
+            raise Killed  # before this file is written
+        write(state, path)
+
+    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path / "b"))
+    monkeypatch.setattr(trainer_module, "save_state_atomic", die_at_step_6)
+    with pytest.raises(Killed):
+        run_finetune(cfg, panel)
+    monkeypatch.undo()
+    resumed = run_finetune(cfg, panel)
+    assert resumed["predictor"]["resumed"] and resumed["predictor"]["steps_this_run"] == 12 - 4
+    a = weights(tmp_path / "a" / "run" / "predictor" / "best")
+    b = weights(tmp_path / "b" / "run" / "predictor" / "best")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
 def test_run_from_a_checkpoint_loads_everywhere(tmp_path):

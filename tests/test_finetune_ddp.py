@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 import yaml
 from test_finetune import make_panel, tiny_config
 
@@ -36,4 +37,6 @@ def test_torchrun_two_cpu_ranks(tmp_path):
         # 48 samples per epoch over 2 ranks: half the optimizer steps of one process
         assert s["done"] and s["val_loss_best"] < s["val_loss_before"]
     assert result["predictor"]["total_steps"] == 2 * 3  # ceil(48 / (4 * 2 * 2)) * 2 epochs
-    assert (tmp_path / "run" / "predictor" / "state" / "rng_rank1.pt").exists()
+    state = torch.load(tmp_path / "run" / "predictor" / "state" / "training_state.pt",
+                       weights_only=False)  # fmt: skip
+    assert len(state["rng"]) == 2  # both ranks' generators, in the one atomic file
