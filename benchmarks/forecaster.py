@@ -8,8 +8,9 @@ on the weights' values) and Kronos-Tokenizer-base dimensions. Prints one JSON ob
     python benchmarks/forecaster.py --instruments 30 --dates 2   # a quick look
 
 Measured 2026-11-26 (Kronos-small dims, random weights, float32):
-- this project's 2-core CPU, quiet, 2 threads, full 300 x 20: 14.3 windows/s cold (420 s),
-  5,027 windows/s warm (1.2 s), 1.29 GB peak RSS, 78 windows per batch.
+- this project's 2-core CPU, quiet, 2 threads, full 300 x 20: 19.2 windows/s cold (312 s),
+  5,048 windows/s warm (1.2 s), 1.50 GB peak RSS, 78 windows per batch (with the lean
+  per-token step; the step before it gave 14.3 windows/s cold, 420 s, 1.29 GB).
 - H200 (torch 2.11+cu130), full 300 x 20: 1,591 windows/s cold, 5,466/s warm (1.45 GB RSS);
   a bf16 model with a float32 tokenizer ran slower (about 1,075 windows/s cold).
 """
