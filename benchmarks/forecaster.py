@@ -9,8 +9,11 @@ on the weights' values) and Kronos-Tokenizer-base dimensions. Prints one JSON ob
 
 Measured 2026-11-26 (Kronos-small dims, random weights, float32):
 - this project's 2-core CPU, quiet, 2 threads, full 300 x 20: 19.2 windows/s cold (312 s),
-  5,048 windows/s warm (1.2 s), 1.50 GB peak RSS, 78 windows per batch (with the lean
-  per-token step; the step before it gave 14.3 windows/s cold, 420 s, 1.29 GB).
+  5,048 windows/s warm (1.2 s), 1.50 GB peak RSS, 78 windows per batch. An earlier session
+  measured 14.3 windows/s (420 s, 1.29 GB); an A/B at 78 x 6 on one machine state gave the
+  same throughput for the older and the current per-token step (about 17 windows/s each),
+  so that gap is the machine, not the step: with 390 rows per step the batched work is
+  not bound by the per-operation overhead the current step removed.
 - H200 (torch 2.11+cu130), full 300 x 20: 1,591 windows/s cold, 5,466/s warm (1.45 GB RSS);
   a bf16 model with a float32 tokenizer ran slower (about 1,075 windows/s cold).
 """
