@@ -20,10 +20,12 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 from kronos_alpha import Kronos, KronosTokenizer
 from kronos_alpha.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
+from kronos_alpha.data import time_features
 from kronos_alpha.generation import generate, generate_reference
 
 # name: (series, context, pred_len, sample_count)
@@ -38,17 +40,9 @@ def peak_rss_mb() -> float:
 def inputs(tokenizer, n, context, pred_len, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, context, 6, generator=g).clamp(-5, 5)
-    minutes = torch.arange(context + pred_len) * 5
-    stamp = torch.stack(
-        [
-            minutes % 60,
-            (minutes // 60) % 24,
-            (minutes // 1440) % 7,
-            1 + (minutes // 1440) % 28,
-            1 + (minutes // 40320) % 12,
-        ],
-        dim=-1,
-    ).float()
+    # Five-minute bars, through the package's one calendar-feature function.
+    times = pd.date_range("2024-01-01 09:30", periods=context + pred_len, freq="5min")
+    stamp = torch.from_numpy(time_features(times))
     stamp = stamp.expand(n, -1, -1)
     s1, s2 = tokenizer.encode(x, half=True)
     return s1, s2, stamp[:, :context].contiguous(), stamp[:, context:].contiguous()

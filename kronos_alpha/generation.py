@@ -100,6 +100,16 @@ def _validate(s1, stamp, future_stamp, pred_len, max_context):
         )
 
 
+def _path_rows(s1, s2, stamp, future_stamp, pred_len: int, sample_count: int):
+    """Token buffers (context, then room for pred_len tokens) and the stamps of the whole
+    span, one row per sampled path, series-major (row = b * sample_count + s)."""
+    pad = s1.new_zeros(s1.shape[0], pred_len)
+    return tuple(
+        torch.cat(parts, dim=1).repeat_interleave(sample_count, 0)
+        for parts in ((s1, pad), (s2, pad), (stamp, future_stamp))
+    )
+
+
 class TokenStep:
     """The per-token computations of generation: one new token per row through the
     transformer against the prefilled caches, and the s1 and s2 logits of a hidden state.
@@ -208,10 +218,7 @@ def generate(
     S = sample_count
     sample = _Sampler(temperature, top_k, top_p, uniforms, B * S)
     dep = model.dep_layer.cross_attn
-    all_stamp = torch.cat([stamp, future_stamp], dim=1)
-    tok1 = torch.cat([s1, s1.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
-    tok2 = torch.cat([s2, s2.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
-    all_stamp_rows = all_stamp.repeat_interleave(S, 0)
+    tok1, tok2, all_stamp_rows = _path_rows(s1, s2, stamp, future_stamp, pred_len, S)
 
     # Step 0 sees the same window for every path of a series: compute it once per series.
     start = max(0, L - max_context)
@@ -263,12 +270,9 @@ def generate_reference(
 ):
     """The published algorithm: every step recomputes the whole window from scratch."""
     _validate(s1, stamp, future_stamp, pred_len, max_context)
-    B, L = s1.shape
-    S = sample_count
-    sample = _Sampler(temperature, top_k, top_p, uniforms, B * S)
-    tok1 = torch.cat([s1, s1.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
-    tok2 = torch.cat([s2, s2.new_zeros(B, pred_len)], dim=1).repeat_interleave(S, 0)
-    all_stamp = torch.cat([stamp, future_stamp], dim=1).repeat_interleave(S, 0)
+    L = s1.shape[1]
+    sample = _Sampler(temperature, top_k, top_p, uniforms, s1.shape[0] * sample_count)
+    tok1, tok2, all_stamp = _path_rows(s1, s2, stamp, future_stamp, pred_len, sample_count)
     for i in _steps(pred_len, progress):
         n = L + i
         w = slice(max(0, n - max_context), n)

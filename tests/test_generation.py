@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from conftest import DEVICE, TINY_MODEL, TINY_TOKENIZER
 
 from kronos_alpha import Kronos, KronosTokenizer
+from kronos_alpha.data import time_features
 from kronos_alpha.generation import (
     filter_logits,
     generate,
@@ -21,17 +23,9 @@ from kronos_alpha.layers import KVCache
 def _inputs(tokenizer, n, context, pred_len, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, context, 6, generator=g).to(DEVICE)
-    minutes = torch.arange(context + pred_len) * 5
-    stamp = torch.stack(
-        [
-            minutes % 60,
-            (minutes // 60) % 24,
-            (minutes // 1440) % 7,
-            1 + (minutes // 1440) % 28,
-            1 + (minutes // 40320) % 12,
-        ],
-        dim=-1,
-    ).float()
+    # Five-minute bars, through the package's one calendar-feature function.
+    times = pd.date_range("2024-01-01 09:30", periods=context + pred_len, freq="5min")
+    stamp = torch.from_numpy(time_features(times))
     stamp = stamp.expand(n, -1, -1).contiguous().to(DEVICE)
     with torch.no_grad():
         s1, s2 = tokenizer.encode(x)
