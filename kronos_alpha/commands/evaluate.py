@@ -108,18 +108,9 @@ def run(args) -> int:
     sig = signal.rename("score")
     if args.residualize:
         sig = residualize(sig, exposures, column="score")
-    if args.book == "topk":
-        w = topk_weights(
-            sig,
-            args.topk,
-            args.n_drop,
-            args.hold_period,
-            args.turnover_cap,
-            args.weighting,
-            "score",
-        )
-    elif args.book == "long-short":
-        w = long_short_weights(
+    if args.book in ("topk", "long-short"):
+        book = topk_weights if args.book == "topk" else long_short_weights
+        w = book(
             sig,
             args.topk,
             args.n_drop,
