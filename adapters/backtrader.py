@@ -27,7 +27,7 @@ its past, so there the forecaster extrapolates future stamps).
 
 Warm-up and gaps. The indicator's minimum period is ``lookback`` (clipped to the model's
 context): the first ``lookback - 1`` bars are NaN. A bar the forecaster skips (a suspended bar
-with volume 0, see ``kronos_alpha.forecaster``) is NaN too. A bar with a NaN price raises
+with volume 0, see ``kronos_alpha.inference.forecaster``) is NaN too. A bar with a NaN price raises
 ``InputError`` naming the data and the bar, unless ``nan_bars="skip"`` hands it to the
 forecaster's suspended-bar policy. A feed without volume (all NaN or 0) is forecast from prices
 only, with a warning. Daily and longer bars are stamped with their date (backtrader stamps them
@@ -55,8 +55,8 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.data import InputError
-from kronos_alpha.forecaster import Forecaster
+from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.forecaster import Forecaster
 
 PRICES = ("open", "high", "low", "close")
 BAR_COLUMNS = (*PRICES, "volume")

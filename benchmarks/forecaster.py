@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from kronos_alpha import Forecaster, Kronos, KronosTokenizer
-from kronos_alpha.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
+from kronos_alpha.model.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
 
 
 def random_panel(n_instruments: int, n_bars: int, seed: int = 0) -> pd.DataFrame:

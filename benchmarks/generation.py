@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 
 from kronos_alpha import Kronos, KronosTokenizer
-from kronos_alpha.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
-from kronos_alpha.data import time_features
-from kronos_alpha.generation import generate, generate_reference
+from kronos_alpha.inference.data import time_features
+from kronos_alpha.inference.generation import generate, generate_reference
+from kronos_alpha.model.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
 
 # name: (series, context, pred_len, sample_count)
 CASES = {"a": (1, 400, 120, 1), "b": (1, 256, 120, 1), "c": (32, 90, 10, 5)}

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402,F401
 from kronos_alpha.adapters.backtrader import Kronos  # noqa: E402
 from kronos_alpha.strategies.panel import load_panel  # noqa: E402
 
-from kronos_alpha.forecaster import Forecaster  # noqa: E402
+from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"

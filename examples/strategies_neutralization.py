@@ -59,7 +59,7 @@ def main() -> None:
     panel, bench = load_panel(args.provider_uri, "csi300", "2018-03-01", args.end)
     exposures = factor_exposures(panel, bench)
     if args.signal:
-        from kronos_alpha.commands.evaluate import read_signal
+        from kronos_alpha.cli.evaluate import read_signal
 
         signal, _ = read_signal(args.signal, args.column)
         label = f"signal file {args.signal} ({args.column})"

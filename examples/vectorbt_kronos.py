@@ -27,7 +27,7 @@ import vectorbt as vbt
 from kronos_alpha.adapters.vectorbt import YEAR_FREQ, KronosSignal, topk_portfolio
 from kronos_alpha.strategies.panel import init_qlib, load_panel
 
-from kronos_alpha.forecaster import Forecaster
+from kronos_alpha.inference.forecaster import Forecaster
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from kronos_alpha.hub import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
+from kronos_alpha.model.hub import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
 
 
 class CheckpointWriteError(CheckpointError):

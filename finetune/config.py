@@ -17,7 +17,7 @@ from typing import Any, Union
 import pandas as pd
 import yaml
 
-from kronos_alpha.data import InputError
+from kronos_alpha.inference.data import InputError
 
 
 class ConfigError(InputError):
@@ -252,7 +252,7 @@ def _validate_stage(s: StageConfig, name: str) -> None:
         )
     if s.init == "fresh":
         from kronos_alpha.model import Kronos
-        from kronos_alpha.tokenizer import KronosTokenizer
+        from kronos_alpha.model.tokenizer import KronosTokenizer
 
         cls = KronosTokenizer if name == "tokenizer" else Kronos
         allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kronos_alpha.data import InputError
+from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.predictor import check_compatible
 from kronos_alpha.model import Kronos
-from kronos_alpha.predictor import check_compatible
-from kronos_alpha.tokenizer import KronosTokenizer
+from kronos_alpha.model.tokenizer import KronosTokenizer
 
 from .checkpoint import recover, save_pretrained_atomic
 from .config import ConfigError, FinetuneConfig, split_range

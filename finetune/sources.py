@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.data import InputError
+from kronos_alpha.inference.data import InputError
 
 from .windows import Series, series_from_frame
 

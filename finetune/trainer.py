@@ -441,7 +441,7 @@ class Trainer:
         """The best weights (from ``best/``), loaded into the trained module."""
         from safetensors.torch import load_file
 
-        from kronos_alpha.hub import WEIGHTS_NAME
+        from kronos_alpha.model.hub import WEIGHTS_NAME
 
         if self.rt.world > 1:
             dist.barrier()

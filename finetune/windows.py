@@ -1,7 +1,7 @@
 """Training windows cut from a panel of bar series.
 
 A window is ``lookback + horizon`` consecutive bars of one series. It is normalised with
-the mean and std of its lookback part only (``kronos_alpha.data.scaler_stats`` /
+the mean and std of its lookback part only (``kronos_alpha.inference.data.scaler_stats`` /
 ``normalize``, clipped as at inference), so the scaler never sees the part the model
 learns to forecast.
 
@@ -11,7 +11,7 @@ Masking policy (documented in finetune/README.md):
   count as suspended. Series without a volume column have no suspended bars.
 - A window never contains a suspended bar: suspensions cut a series into runs of tradable
   bars and windows lie inside one run. Features of each run come from
-  ``kronos_alpha.data.ohlcv_matrix`` (amount = volume * mean(OHLC) when absent).
+  ``kronos_alpha.inference.data.ohlcv_matrix`` (amount = volume * mean(OHLC) when absent).
 - A price NaN/inf or a negative price on a tradable bar is an error naming the series,
   column and timestamp; nothing is filled.
 - Runs shorter than one window (short histories, listings, gaps) give no windows; the
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kronos_alpha.data import (
+from kronos_alpha.inference.data import (
     PRICE_COLS,
     VOLUME_COL,
     InputError,

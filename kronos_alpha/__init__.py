@@ -1,11 +1,9 @@
 """kronos-alpha: Kronos candlestick foundation models for Qlib, backtrader and vectorbt."""
 
-from .data import InputError
-from .forecaster import Forecaster
-from .hub import CheckpointError
-from .model import Kronos
-from .predictor import KronosPredictor, auto_device
-from .tokenizer import KronosTokenizer
+from .inference.data import InputError
+from .inference.forecaster import Forecaster
+from .inference.predictor import KronosPredictor, auto_device
+from .model import CheckpointError, Kronos, KronosTokenizer
 
 __version__ = "0.1.0"
 __all__ = [

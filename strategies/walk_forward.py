@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.data import InputError
+from kronos_alpha.inference.data import InputError
 
 from .panel import init_qlib, load_panel
 
@@ -518,7 +518,7 @@ def fit_lgb(cfg: dict, data: Data, frames: dict, win: dict):
 
 # -- Kronos --------------------------------------------------------------------------------
 def make_forecaster(cfg: dict, model: str, tokenizer: str, cache_dir: Path):
-    from kronos_alpha.forecaster import Forecaster
+    from kronos_alpha.inference.forecaster import Forecaster
 
     k = cfg["kronos"]
     return Forecaster(

@@ -32,7 +32,7 @@ from kronos_alpha.finetune.trainer import Runtime
 from safetensors.torch import load_file
 
 from kronos_alpha import Kronos, KronosPredictor, KronosTokenizer
-from kronos_alpha.data import (
+from kronos_alpha.inference.data import (
     InputError,
     as_timestamps,
     normalize,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kronos_alpha import Forecaster, InputError
-from kronos_alpha.calendar import BarCalendar
+from kronos_alpha.inference.calendar import BarCalendar
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "upstream-tiny"
 
@@ -19,7 +19,7 @@ def tiny():
     if not FIXTURE.is_dir():
         pytest.skip(f"fixture checkpoint {FIXTURE} is absent")
     from kronos_alpha.model import Kronos
-    from kronos_alpha.tokenizer import KronosTokenizer
+    from kronos_alpha.model.tokenizer import KronosTokenizer
 
     return Kronos.from_pretrained(str(FIXTURE / "model")), KronosTokenizer.from_pretrained(
         str(FIXTURE / "tokenizer")

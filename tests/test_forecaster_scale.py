@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_alpha import CheckpointError, Forecaster, zoo
-from kronos_alpha.forecast_cache import CacheError, ForecastCache
+from kronos_alpha import CheckpointError, Forecaster
+from kronos_alpha.inference.cache import CacheError, ForecastCache
+from kronos_alpha.model import zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
@@ -104,7 +105,7 @@ def test_read_only_or_unusable_cache_folder(tmp_path, monkeypatch):
     assert len(entries(ro)) == 1
     monkeypatch.undo()
     # A write that fails (read-only file system, full disk) warns once and carries on.
-    import kronos_alpha.forecast_cache as fcache
+    import kronos_alpha.inference.cache as fcache
 
     def refuse(*a, **k):
         raise PermissionError("read-only file system")
@@ -214,7 +215,8 @@ def test_cli_forecast_on_the_bundled_sample(tmp_path):
 SHARD_SCRIPT = """
 import sys, pandas as pd, torch
 torch.set_num_threads(1)
-from kronos_alpha import Forecaster, distributed
+from kronos_alpha import Forecaster
+from kronos_alpha.inference import distributed
 assert distributed.init_from_env()
 panel = pd.read_pickle(sys.argv[1])
 fc = Forecaster(model=sys.argv[2], lookback=24, horizon=3, sample_count=3, progress=False, cache_dir=sys.argv[4])

@@ -8,8 +8,8 @@ import torch
 from conftest import DEVICE, TINY_MODEL, TINY_TOKENIZER
 
 from kronos_alpha import Kronos, KronosTokenizer
-from kronos_alpha.data import time_features
-from kronos_alpha.generation import (
+from kronos_alpha.inference.data import time_features
+from kronos_alpha.inference.generation import (
     filter_logits,
     generate,
     generate_reference,
@@ -17,7 +17,7 @@ from kronos_alpha.generation import (
     series_seed,
     uniforms_for_seeds,
 )
-from kronos_alpha.layers import KVCache
+from kronos_alpha.model.layers import KVCache
 
 
 def _inputs(tokenizer, n, context, pred_len, seed=0):

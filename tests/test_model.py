@@ -11,8 +11,8 @@ from conftest import SHARED, TINY_MODEL, TINY_TOKENIZER
 from safetensors.torch import load_file, save_file
 
 from kronos_alpha import CheckpointError, Kronos, KronosTokenizer
-from kronos_alpha.configs import KRONOS_BASE, KRONOS_MINI, KRONOS_SMALL, TOKENIZER_BASE
-from kronos_alpha.zoo import ZOO, resolve
+from kronos_alpha.model.configs import KRONOS_BASE, KRONOS_MINI, KRONOS_SMALL, TOKENIZER_BASE
+from kronos_alpha.model.zoo import ZOO, resolve
 
 
 def n_params(module: torch.nn.Module) -> int:

@@ -9,7 +9,13 @@ import torch
 from conftest import DEVICE
 
 from kronos_alpha import KronosPredictor
-from kronos_alpha.data import as_timestamps, normalize, ohlcv_matrix, scaler_stats, time_features
+from kronos_alpha.inference.data import (
+    as_timestamps,
+    normalize,
+    ohlcv_matrix,
+    scaler_stats,
+    time_features,
+)
 
 FEATURES = ["open", "high", "low", "close", "volume", "amount"]
 
@@ -59,7 +65,7 @@ def test_greedy_forecasts_equal_the_golden_csvs(
 ):
     model, tokenizer = upstream_tiny
     if reference:  # the full-recompute loop must agree as well
-        import kronos_alpha.generation as generation
+        import kronos_alpha.inference.generation as generation
 
         monkeypatch.setattr(generation, "generate", generation.generate_reference)
     for case in golden_cases:

@@ -24,9 +24,9 @@ def describe(module) -> dict:
 def run(args) -> int:
     import torch
 
-    from .. import __version__
-    from ..predictor import auto_device
-    from ..zoo import ZOO, default_info
+    from kronos_alpha import __version__
+    from kronos_alpha.inference.predictor import auto_device
+    from kronos_alpha.model.zoo import ZOO, default_info
 
     info = {
         "kronos_alpha": __version__,
@@ -37,11 +37,11 @@ def run(args) -> int:
         "offline_default": default_info(),
     }
     if args.model:
-        from ..model import Kronos
+        from kronos_alpha.model import Kronos
 
         info["model"] = {"source": args.model, **describe(Kronos.from_pretrained(args.model))}
     if args.tokenizer:
-        from ..tokenizer import KronosTokenizer
+        from kronos_alpha.model.tokenizer import KronosTokenizer
 
         info["tokenizer"] = {
             "source": args.tokenizer,

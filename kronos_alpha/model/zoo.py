@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ASSETS = Path(__file__).parent / "assets"
+ASSETS = Path(__file__).parent.parent / "assets"
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def resolve(name: str) -> ZooEntry:
 
 def load(name: str, device: str | None = None):
     """(model, tokenizer, max_context) for a zoo name, downloaded from the Hub."""
-    from .model import Kronos
+    from .kronos import Kronos
     from .tokenizer import KronosTokenizer
 
     entry = resolve(name)
@@ -71,7 +71,7 @@ def load_folder(folder, device: str | None = None):
     import json
 
     from .hub import CheckpointError
-    from .model import Kronos
+    from .kronos import Kronos
     from .tokenizer import KronosTokenizer
 
     folder = Path(folder)
@@ -108,7 +108,7 @@ def load_default(device: str | None = None):
             reason = f"loading {entry.model} from the Hub failed ({type(exc).__name__}: {exc})"
     else:
         reason = "the Hugging Face Hub cannot be reached"
-        from .model import Kronos
+        from .kronos import Kronos
         from .tokenizer import KronosTokenizer
 
         try:  # a copy downloaded earlier

@@ -2,14 +2,14 @@
 
 The one inference path for the Qlib, backtrader and vectorbt adapters and the strategies.
 It only packs windows and summarises samples: validation and normalisation are
-``kronos_alpha.data``'s, sampling is ``kronos_alpha.generation.sample_paths``.
+``kronos_alpha.inference.data``'s, sampling is ``kronos_alpha.inference.generation.sample_paths``.
 
 Policies (all counted in ``Forecaster.report``):
 
 - No look-ahead. The window for decision time t is the last ``lookback`` usable bars at or
   before t. Bars after t only enter as *timestamps* (the panel's calendar gives the future
   bar times for the time features; beyond the panel's end they are extrapolated, see
-  ``kronos_alpha.calendar``); their prices and volumes never do.
+  ``kronos_alpha.inference.calendar``); their prices and volumes never do.
 - Suspended or missing bars: a bar with a NaN price, or with volume 0 or NaN when the series
   has volume at all, is not a traded bar. By default it is dropped from the history, so a
   window is made of the last ``lookback`` *traded* bars, and a decision time whose own bar
@@ -44,7 +44,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..model.hub import CheckpointError
 from . import distributed
+from .cache import ForecastCache
 from .calendar import BarCalendar
 from .data import (
     AMOUNT_COL,
@@ -58,9 +60,7 @@ from .data import (
     scaler_stats,
     time_features,
 )
-from .forecast_cache import ForecastCache
 from .generation import sample_paths, series_seed, uniforms_for_seeds
-from .hub import CheckpointError
 from .predictor import auto_device, check_compatible
 
 CACHE_FORMAT = 1
@@ -97,7 +97,7 @@ def weights_digest(*modules) -> str:
 
 
 def _package_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -384,7 +384,7 @@ class Forecaster:
         return dt
 
     def _load_tokenizer(self, source):
-        from .tokenizer import KronosTokenizer
+        from ..model.tokenizer import KronosTokenizer
 
         if source is None:
             raise ValueError(f"model {self.model!r} does not include a tokenizer: pass tokenizer=")
@@ -405,8 +405,8 @@ class Forecaster:
 
     def _load_model(self):
         """(model, tokenizer, max_context, source description)."""
-        from . import zoo
-        from .model import Kronos
+        from ..model import zoo
+        from ..model.kronos import Kronos
 
         m = self.model
         if m is None:

@@ -101,14 +101,14 @@ def read_bars(path: str):
 def run(args) -> int:
     import pandas as pd
 
-    from .. import distributed
-    from ..forecaster import Forecaster, split_panel
+    from kronos_alpha.inference import distributed
+    from kronos_alpha.inference.forecaster import Forecaster, split_panel
 
     distributed.init_from_env()
     if args.input:
         panel = read_bars(args.input)
     else:
-        from ..sample_data import load_panel
+        from kronos_alpha.sample_data import load_panel
 
         panel = load_panel([t.strip() for t in (args.sample or "AAPL").split(",") if t.strip()])
     frames = split_panel(panel)
@@ -156,7 +156,7 @@ def run(args) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        from ..charts import plot_forecast
+        from kronos_alpha.charts import plot_forecast
 
         name = args.chart_instrument or table.index.get_level_values("instrument")[0]
         rows = (

@@ -13,12 +13,12 @@ import sys
 
 # (module, ...) each providing register(subparsers); order is the order in --help.
 COMMAND_MODULES = [
-    "kronos_alpha.commands.info",
-    "kronos_alpha.commands.forecast",
-    "kronos_alpha.commands.evaluate",
-    "kronos_alpha.commands.finetune",
-    "kronos_alpha.commands.qlib_data",
-    "kronos_alpha.commands.walk_forward",
+    "kronos_alpha.cli.info",
+    "kronos_alpha.cli.forecast",
+    "kronos_alpha.cli.evaluate",
+    "kronos_alpha.cli.finetune",
+    "kronos_alpha.cli.qlib_data",
+    "kronos_alpha.cli.walk_forward",
 ]
 
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kronos-alpha",
         description="Kronos candlestick foundation models for Qlib, backtrader and vectorbt.",
     )
-    from . import __version__
+    from kronos_alpha import __version__
 
     parser.add_argument("--version", action="version", version=f"kronos-alpha {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -61,7 +61,7 @@ def register(sub) -> None:
 def read_signal(path: str, column: str | None):
     import pandas as pd
 
-    from ..data import InputError
+    from kronos_alpha.inference.data import InputError
 
     f = Path(path)
     if not f.is_file():
@@ -85,7 +85,7 @@ def read_signal(path: str, column: str | None):
 def run(args) -> int:
     import pandas as pd
 
-    from ..strategies import (
+    from kronos_alpha.strategies import (
         evaluate,
         factor_exposures,
         long_short_weights,
@@ -94,8 +94,8 @@ def run(args) -> int:
         topk_weights,
         write_report,
     )
-    from ..strategies.factors import daily_returns
-    from ..strategies.panel import load_panel
+    from kronos_alpha.strategies.factors import daily_returns
+    from kronos_alpha.strategies.panel import load_panel
 
     signal, column = read_signal(args.signal, args.column)
     dates = signal.index.get_level_values("datetime")

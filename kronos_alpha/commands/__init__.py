@@ -1,1 +1,0 @@
-"""Subcommands of the ``kronos-alpha`` CLI, one module each (see kronos_alpha.cli)."""

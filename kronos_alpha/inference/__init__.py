@@ -1,0 +1,1 @@
+"""Inference: bars in (``panel``), sampled paths (``generation``), forecasts out (``forecaster``)."""
