@@ -55,8 +55,8 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.inference.data import InputError
 from kronos_alpha.inference.forecaster import Forecaster
+from kronos_alpha.inference.panel import InputError
 
 PRICES = ("open", "high", "low", "close")
 BAR_COLUMNS = (*PRICES, "volume")

@@ -30,7 +30,7 @@ from qlib.data.dataset.handler import DataHandler, DataHandlerLP
 from qlib.log import get_module_logger
 from qlib.model.base import ModelFT
 
-from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.panel import InputError
 
 log = get_module_logger("kronos_alpha")  # Qlib's logger: shows up in qrun's output
 

@@ -46,8 +46,8 @@ import vectorbt as vbt
 from kronos_alpha.strategies import topk_weights
 from kronos_alpha.strategies.signal import to_wide
 
-from kronos_alpha.inference.data import InputError
 from kronos_alpha.inference.forecaster import Forecaster
+from kronos_alpha.inference.panel import InputError
 
 YEAR_FREQ = "252 days"
 PRICES = ("open", "high", "low", "close")

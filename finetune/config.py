@@ -17,7 +17,7 @@ from typing import Any, Union
 import pandas as pd
 import yaml
 
-from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.panel import InputError
 
 
 class ConfigError(InputError):

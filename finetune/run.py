@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.panel import InputError
 from kronos_alpha.inference.predictor import check_compatible
 from kronos_alpha.model import Kronos
 from kronos_alpha.model.tokenizer import KronosTokenizer

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.panel import InputError, clean_columns, priced_mask
 
 from .windows import Series, series_from_frame
 
@@ -74,12 +74,12 @@ def qlib_series(
     if df is None or df.empty:
         what = f"instruments {list(instruments)[:5]}" if instruments else f"market {market!r}"
         raise InputError(f"Qlib {what} has no bars between {start} and {end}")
-    df.columns = [c.lstrip("$") for c in df.columns]
+    df = clean_columns(df, f"Qlib market {market!r}")
     out = []
     for name, g in df.groupby(level="instrument", sort=True):
         g = g.droplevel("instrument")
         g = g.reindex(cal[(cal >= g.index[0]) & (cal <= g.index[-1])])
         if "volume" in g.columns:
-            g.loc[g[["open", "high", "low", "close"]].isna().any(axis=1), "volume"] = np.nan
+            g.loc[~priced_mask(g), "volume"] = np.nan
         out.append(series_from_frame(g, str(name)))
     return out

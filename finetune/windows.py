@@ -6,12 +6,13 @@ the mean and std of its lookback part only (``kronos_alpha.inference.data.scaler
 learns to forecast.
 
 Masking policy (documented in finetune/README.md):
-- A bar is *suspended* when its volume is NaN or <= 0 (Qlib's suspended days are flat
-  forward-filled bars with volume 0 or empty). Missing calendar days of a Qlib series
-  count as suspended. Series without a volume column have no suspended bars.
+- A bar is *suspended* by the input boundary's one policy
+  (``kronos_alpha.inference.panel.traded_mask``): volume NaN or <= 0 (Qlib's suspended days
+  are flat forward-filled bars with volume 0 or empty), or a non-finite price on a series
+  without volume data. Missing calendar days of a Qlib series count as suspended.
 - A window never contains a suspended bar: suspensions cut a series into runs of tradable
   bars and windows lie inside one run. Features of each run come from
-  ``kronos_alpha.inference.data.ohlcv_matrix`` (amount = volume * mean(OHLC) when absent).
+  ``kronos_alpha.inference.panel.ohlcv_matrix`` (amount = volume * mean(OHLC) when absent).
 - A price NaN/inf or a negative price on a tradable bar is an error naming the series,
   column and timestamp; nothing is filled.
 - Runs shorter than one window (short histories, listings, gaps) give no windows; the
@@ -30,15 +31,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kronos_alpha.inference.data import (
-    PRICE_COLS,
+from kronos_alpha.inference.data import normalize, scaler_stats, time_features
+from kronos_alpha.inference.panel import (
+    AMOUNT_COL,
     VOLUME_COL,
     InputError,
     as_timestamps,
-    normalize,
+    clean_columns,
+    column_name,
+    missing_prices,
     ohlcv_matrix,
-    scaler_stats,
-    time_features,
+    traded_mask,
 )
 
 
@@ -54,10 +57,15 @@ class Series:
 
 
 def series_from_frame(df: pd.DataFrame, name: str, time_column: str | None = None) -> Series:
-    """Validate one instrument's bars. Timestamps: ``time_column`` or a DatetimeIndex."""
+    """Validate one instrument's bars. Timestamps: ``time_column`` or a DatetimeIndex.
+
+    Columns, timestamps and the suspension policy are the input boundary's
+    (``kronos_alpha.inference.panel``); a NaN price on a bar with volume is an error here.
+    """
     if not isinstance(df, pd.DataFrame):
         raise InputError(f"series {name!r} must be a DataFrame, got {type(df).__name__}")
-    df = df.rename(columns=lambda c: str(c).lstrip("$").lower())
+    df = clean_columns(df, f"series {name!r}", features_only=False)
+    time_column = column_name(time_column) if time_column else None
     if time_column and time_column in df.columns:
         time = as_timestamps(df[time_column], f"series {name!r} column {time_column!r}")
     elif isinstance(df.index, pd.DatetimeIndex):
@@ -66,20 +74,17 @@ def series_from_frame(df: pd.DataFrame, name: str, time_column: str | None = Non
         raise InputError(
             f"series {name!r} has no timestamp column {time_column!r} and no DatetimeIndex"
         )
-    missing = [c for c in PRICE_COLS if c not in df.columns]
+    missing = missing_prices(df.columns)
     if missing:
         raise InputError(
             f"series {name!r} is missing price column(s) {missing}; it has {list(df.columns)}"
         )
-    n = len(df)
-    if VOLUME_COL in df.columns:
-        vol = pd.to_numeric(df[VOLUME_COL], errors="coerce").to_numpy(dtype=np.float64)
-        tradable = np.nan_to_num(vol, nan=0.0) > 0
-    else:
-        tradable = np.ones(n, dtype=bool)
-    x = np.full((n, 6), np.nan, dtype=np.float32)
     frame = df.reset_index(drop=True)
     frame.index = time
+    tradable, has_volume = traded_mask(frame, f"series {name!r}", nan_prices="raise")
+    if not has_volume:
+        frame = frame.drop(columns=[c for c in (VOLUME_COL, AMOUNT_COL) if c in frame.columns])
+    x = np.full((len(frame), 6), np.nan, dtype=np.float32)
     for a, b in runs(tradable):
         x[a:b] = ohlcv_matrix(frame.iloc[a:b], name=f"series {name!r}")
     return Series(name, x, time_features(time), time, tradable)

@@ -1,7 +1,7 @@
 """kronos-alpha: Kronos candlestick foundation models for Qlib, backtrader and vectorbt."""
 
-from .inference.data import InputError
 from .inference.forecaster import Forecaster
+from .inference.panel import InputError
 from .inference.predictor import KronosPredictor, auto_device
 from .model import CheckpointError, Kronos, KronosTokenizer
 

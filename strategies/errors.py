@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.panel import InputError
 
 
 class StrategyInputError(InputError):

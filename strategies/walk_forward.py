@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.inference.data import InputError
+from kronos_alpha.inference.panel import InputError
 
 from .panel import init_qlib, load_panel
 

@@ -16,8 +16,8 @@ bt = pytest.importorskip("backtrader")
 
 from kronos_alpha.adapters.backtrader import Kronos, KronosIndicator, bar_times  # noqa: E402
 
-from kronos_alpha.inference.data import InputError  # noqa: E402
 from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
+from kronos_alpha.inference.panel import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"

@@ -32,14 +32,8 @@ from kronos_alpha.finetune.trainer import Runtime
 from safetensors.torch import load_file
 
 from kronos_alpha import Kronos, KronosPredictor, KronosTokenizer
-from kronos_alpha.inference.data import (
-    InputError,
-    as_timestamps,
-    normalize,
-    ohlcv_matrix,
-    scaler_stats,
-    time_features,
-)
+from kronos_alpha.inference.data import normalize, scaler_stats, time_features
+from kronos_alpha.inference.panel import InputError, as_timestamps, ohlcv_matrix
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

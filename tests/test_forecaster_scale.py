@@ -105,12 +105,12 @@ def test_read_only_or_unusable_cache_folder(tmp_path, monkeypatch):
     assert len(entries(ro)) == 1
     monkeypatch.undo()
     # A write that fails (read-only file system, full disk) warns once and carries on.
-    import kronos_alpha.inference.cache as fcache
+    import kronos_alpha.files as files
 
     def refuse(*a, **k):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(fcache.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(files.tempfile, "mkstemp", refuse)
     fc = fc_for(cache_dir=tmp_path / "rofs")
     with pytest.warns(UserWarning, match="writing failed"):
         assert len(fc.forecast(panel, dates=dates)) == 2

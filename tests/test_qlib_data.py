@@ -12,7 +12,7 @@ from conftest import make_bars
 from kronos_alpha.adapters.qlib_data import build, check, read_bin  # noqa: E402
 
 from kronos_alpha.cli import main  # noqa: E402
-from kronos_alpha.inference.data import InputError  # noqa: E402
+from kronos_alpha.inference.panel import InputError  # noqa: E402
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from kronos_alpha.adapters.qlib_data import build  # noqa: E402
 from qlib.data.dataset import DatasetH, TSDatasetH  # noqa: E402
 from qlib.data.dataset.handler import DataHandlerLP  # noqa: E402
 
-from kronos_alpha.inference.data import InputError  # noqa: E402
+from kronos_alpha.inference.panel import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"

@@ -9,13 +9,8 @@ import torch
 from conftest import DEVICE
 
 from kronos_alpha import KronosPredictor
-from kronos_alpha.inference.data import (
-    as_timestamps,
-    normalize,
-    ohlcv_matrix,
-    scaler_stats,
-    time_features,
-)
+from kronos_alpha.inference.data import normalize, scaler_stats, time_features
+from kronos_alpha.inference.panel import as_timestamps, ohlcv_matrix
 
 FEATURES = ["open", "high", "low", "close", "volume", "amount"]
 

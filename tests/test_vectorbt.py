@@ -19,8 +19,8 @@ vbt = pytest.importorskip("vectorbt")
 from kronos_alpha.adapters.vectorbt import KronosSignal, to_panel, topk_portfolio  # noqa: E402
 from kronos_alpha.strategies import topk_weights  # noqa: E402
 
-from kronos_alpha.inference.data import InputError  # noqa: E402
 from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
+from kronos_alpha.inference.panel import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"

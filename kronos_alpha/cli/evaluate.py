@@ -61,7 +61,7 @@ def register(sub) -> None:
 def read_signal(path: str, column: str | None):
     import pandas as pd
 
-    from kronos_alpha.inference.data import InputError
+    from kronos_alpha.inference.panel import InputError
 
     f = Path(path)
     if not f.is_file():

@@ -102,7 +102,8 @@ def run(args) -> int:
     import pandas as pd
 
     from kronos_alpha.inference import distributed
-    from kronos_alpha.inference.forecaster import Forecaster, split_panel
+    from kronos_alpha.inference.forecaster import Forecaster
+    from kronos_alpha.inference.panel import split_panel
 
     distributed.init_from_env()
     if args.input:

@@ -3,9 +3,8 @@
 The key (built by the forecaster) hashes the weights, the generation settings and the
 window's content, so a re-run reuses forecasts and any change recomputes them.
 
-Safety: an entry is written to a temporary file in the same folder and moved into place
-with ``os.replace`` (atomic on POSIX and Windows), so concurrent writers and interrupted
-runs never leave a half-written entry under a real name. Each file carries a SHA-256 of
+Safety: entries are written by the project's one atomic writer (``kronos_alpha.files``), so
+concurrent writers and interrupted runs never leave a half-written entry under a real name. Each file carries a SHA-256 of
 its payload: a torn or corrupt entry is detected, reported and recomputed.
 """
 
@@ -13,14 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from ..files import atomic_write
 
 MAGIC = b"KAFC1\n"
+CACHE_FORMAT = 1
 
 
 class CacheError(ValueError):
@@ -88,20 +91,50 @@ class ForecastCache:
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
         payload = buf.getvalue()
-        p = self.path(key)
         try:
-            p.parent.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=".tmp-", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
-                os.replace(tmp, p)
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            atomic_write(self.path(key), MAGIC + hashlib.sha256(payload).digest() + payload)
         except OSError as exc:  # read-only file system, permissions, disk full
             self.writable = False
             self._warn_read_only(f"writing failed ({exc})")
+
+
+# -- keys ---------------------------------------------------------------------------------------
+def weights_digest(*modules) -> str:
+    """SHA-256 of the modules' state dicts (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for m in modules:
+        for name, tensor in sorted(m.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(name.encode())
+            h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def settings_digest(settings, weights: str, max_context: int, dtype, device: str) -> str:
+    """What, besides a window's bars, decides its sampled paths."""
+    from kronos_alpha import __version__
+
+    fields = {
+        "format": CACHE_FORMAT,
+        "engine": __version__,  # a new release may change the numerics
+        "weights": weights,
+        "sample_count": settings.sample_count,
+        "T": settings.T,
+        "top_k": settings.top_k,
+        "top_p": settings.top_p,
+        "seed": settings.seed,
+        "clip": settings.clip,
+        "max_context": max_context,
+        "dtype": str(dtype),
+        "device_type": torch.device(device).type,
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def window_key(base: str, bars: np.ndarray, stamp: np.ndarray, future_stamp, seed) -> str:
+    h = hashlib.sha256(base.encode())
+    for part in (bars, stamp, future_stamp):
+        h.update(np.ascontiguousarray(part).tobytes())
+    h.update(str(seed).encode())
+    return h.hexdigest()

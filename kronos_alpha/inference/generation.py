@@ -11,14 +11,17 @@ restart at its start, so every hidden state changes and the window is recomputed
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..model.layers import apply_rotary, rms_norm
+from .data import denormalize, normalize, scaler_stats
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -61,6 +64,13 @@ def series_seed(*keys: int) -> int:
         np.random.SeedSequence([int(k) % 2**63 for k in keys]).generate_state(2, np.uint64)[0]
         >> np.uint64(1)
     )
+
+
+def window_seed(seed: int, instrument, t) -> int:
+    """The random stream of one forecast window: a function of (seed, instrument, decision
+    time) only, so it does not depend on batch, rank or cache."""
+    key = int.from_bytes(hashlib.sha256(str(instrument).encode()).digest()[:8], "little")
+    return series_seed(seed, key, pd.Timestamp(t).value)
 
 
 def uniforms_for_seeds(seeds, sample_count: int, pred_len: int) -> torch.Tensor:
@@ -335,3 +345,42 @@ def sample_paths(
     w = slice(max(0, total - max_context), total)
     z = tokenizer.decode((tok1[:, w], tok2[:, w]), half=True)[:, -pred_len:]
     return z.float().cpu().numpy().reshape(x.shape[0], sample_count, pred_len, z.shape[-1])
+
+
+def sample_bars(
+    tokenizer,
+    model,
+    bars: np.ndarray,
+    stamp: np.ndarray,
+    future_stamp: np.ndarray,
+    max_context: int,
+    sample_count: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    clip: float,
+    uniforms: torch.Tensor | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Raw bars (B, L, 6) -> sampled raw paths (B, sample_count, P, 6), float32.
+
+    Each window is normalised by its own mean and std (``data.normalize``), sampled, and
+    mapped back to prices: the one path from bars to forecasts.
+    """
+    mean, std = scaler_stats(bars)
+    x = normalize(bars, mean, std, clip)
+    z = sample_paths(
+        tokenizer,
+        model,
+        x,
+        stamp,
+        future_stamp,
+        max_context,
+        sample_count,
+        temperature,
+        top_k,
+        top_p,
+        uniforms,
+        progress=progress,
+    )
+    return denormalize(z, mean[:, None], std[:, None]).astype(np.float32)

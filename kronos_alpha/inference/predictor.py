@@ -8,54 +8,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
-from .data import (
-    FEATURE_COLS,
-    InputError,
-    as_timestamps,
-    denormalize,
-    normalize,
-    ohlcv_matrix,
-    scaler_stats,
-    time_features,
-)
-from .generation import sample_paths, series_seed, uniforms_for_seeds
+from ..model.zoo import check_compatible
+from .data import time_features
+from .device import auto_device
+from .generation import sample_bars, series_seed, uniforms_for_seeds
+from .panel import FEATURE_COLS, InputError, as_timestamps, ohlcv_matrix
 
-
-def auto_device() -> str:
-    """cuda, then mps, then cpu."""
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def check_compatible(model, tokenizer) -> None:
-    if (model.s1_bits, model.s2_bits) != (tokenizer.s1_bits, tokenizer.s2_bits):
-        raise ValueError(
-            f"tokenizer bit widths (s1={tokenizer.s1_bits}, s2={tokenizer.s2_bits}) disagree with "
-            f"the model's (s1={model.s1_bits}, s2={model.s2_bits})"
-        )
+__all__ = ["KronosPredictor", "Prepared", "auto_device", "prepare_series"]
 
 
 @dataclass
 class Prepared:
-    """One series, validated and normalised."""
+    """One series, validated: its bars and the stamps of context and forecast."""
 
-    x: np.ndarray  # (L, 6) normalised, clipped
+    x: np.ndarray  # (L, 6) raw bars, float32
     stamp: np.ndarray  # (L, 5)
     future_stamp: np.ndarray  # (P, 5)
-    mean: np.ndarray  # (1, 6)
-    std: np.ndarray  # (1, 6)
     index: pd.DatetimeIndex  # forecast timestamps
 
 
-def prepare_series(
-    df, x_timestamp, y_timestamp, pred_len: int, clip: float, name: str = "df"
-) -> Prepared:
+def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, name: str = "df") -> Prepared:
     if not isinstance(pred_len, (int, np.integer)) or pred_len <= 0:
         raise InputError(f"pred_len must be a positive integer, got {pred_len!r}")
     x = ohlcv_matrix(df, name)
@@ -69,10 +42,7 @@ def prepare_series(
         raise InputError(f"pred_len is {pred_len} but y_timestamp has {len(yt)} entries")
     if yt[0] <= xt[-1]:
         raise InputError(f"y_timestamp starts at {yt[0]}, not after the last context bar {xt[-1]}")
-    mean, std = scaler_stats(x)
-    return Prepared(
-        normalize(x, mean, std, clip), time_features(xt), time_features(yt), mean, std, yt
-    )
+    return Prepared(x, time_features(xt), time_features(yt), yt)
 
 
 class KronosPredictor:
@@ -91,8 +61,6 @@ class KronosPredictor:
         self.tokenizer = tokenizer.to(self.device).eval()
         self.max_context = int(max_context)
         self.clip = clip
-        self.price_cols = FEATURE_COLS[:4]
-        self.vol_col, self.amt_vol = FEATURE_COLS[4], FEATURE_COLS[5]
 
     # -- paths ---------------------------------------------------------------------------
     def predict_paths(
@@ -121,9 +89,7 @@ class KronosPredictor:
         if sample_count < 1:
             raise InputError(f"sample_count must be at least 1, got {sample_count}")
         prepared = [
-            prepare_series(
-                df, xt, yt, pred_len, self.clip, name=f"df_list[{i}]" if len(df_list) > 1 else "df"
-            )
+            prepare_series(df, xt, yt, pred_len, name=f"df_list[{i}]" if len(df_list) > 1 else "df")
             for i, (df, xt, yt) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list))
         ]
         uniforms = None
@@ -137,7 +103,7 @@ class KronosPredictor:
         for i, p in enumerate(prepared):
             groups.setdefault(len(p.x), []).append(i)
         for members in groups.values():
-            z = sample_paths(
+            y = sample_bars(
                 self.tokenizer,
                 self.model,
                 np.stack([prepared[i].x for i in members]),
@@ -148,11 +114,12 @@ class KronosPredictor:
                 T,
                 top_k,
                 top_p,
+                self.clip,
                 None if uniforms is None else uniforms[members],
                 progress=verbose,
             )
             for j, i in enumerate(members):
-                out[i] = denormalize(z[j], prepared[i].mean, prepared[i].std)
+                out[i] = y[j]
         return out
 
     # -- the published API ---------------------------------------------------------------

@@ -151,3 +151,88 @@ def default_info() -> dict:
     if (DEFAULT_DIR / "meta.json").is_file():
         info["meta"] = json.loads((DEFAULT_DIR / "meta.json").read_text())
     return info
+
+
+# -- what a user names, resolved ----------------------------------------------------------------
+def check_compatible(model, tokenizer) -> None:
+    if (model.s1_bits, model.s2_bits) != (tokenizer.s1_bits, tokenizer.s2_bits):
+        raise ValueError(
+            f"tokenizer bit widths (s1={tokenizer.s1_bits}, s2={tokenizer.s2_bits}) disagree with "
+            f"the model's (s1={model.s1_bits}, s2={model.s2_bits})"
+        )
+
+
+def load_tokenizer(source, model_name=None):
+    """A KronosTokenizer instance, folder or Hub id -> the tokenizer."""
+    from .hub import CheckpointError
+    from .tokenizer import KronosTokenizer
+
+    if source is None:
+        raise ValueError(f"model {model_name!r} does not include a tokenizer: pass tokenizer=")
+    if isinstance(source, KronosTokenizer):
+        return source
+    if isinstance(source, (str, Path)):
+        try:
+            return KronosTokenizer.from_pretrained(str(source))
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"tokenizer {str(source)!r} cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
+    raise ValueError(
+        f"tokenizer must be a KronosTokenizer, folder or Hub id, got {type(source).__name__}"
+    )
+
+
+def resolve_checkpoint(model=None, tokenizer=None):
+    """(model, tokenizer, max_context, source description) for what a user names.
+
+    model: None (the default, see ``load_default``), a zoo name, a Hub id, a folder (with
+    model/ and tokenizer/ subfolders it holds both), or a Kronos instance (then ``tokenizer``
+    is required). A named model that cannot be loaded is a CheckpointError, never a silent
+    fallback.
+    """
+    from .hub import CheckpointError
+    from .kronos import Kronos
+
+    if model is None:
+        if tokenizer is not None:
+            raise ValueError("tokenizer= was given without model=; name the model it belongs to")
+        out = load_default()
+    elif isinstance(model, Kronos):
+        source = f"{type(model).__name__} instance"
+        out = (model, load_tokenizer(tokenizer, model), DEFAULT_MAX_CONTEXT, source)
+    elif not isinstance(model, (str, Path)):
+        raise ValueError(
+            f"model must be a zoo name, Hub id, folder or Kronos instance, got {type(model).__name__}"
+        )
+    else:
+        name = str(model)
+        try:
+            if Path(name).is_dir():
+                both = (Path(name) / "model").is_dir() and (Path(name) / "tokenizer").is_dir()
+                if both and tokenizer is None:
+                    out = (*load_folder(name), name)
+                else:
+                    out = (Kronos.from_pretrained(name), load_tokenizer(tokenizer, name))
+                    out = (*out, DEFAULT_MAX_CONTEXT, name)
+            else:
+                try:
+                    entry = resolve(name)
+                except KeyError:
+                    entry = None
+                if entry is not None and tokenizer is None:
+                    out = (*load(name), entry.model)
+                else:
+                    loaded = Kronos.from_pretrained(entry.model if entry else name)
+                    mc = entry.max_context if entry else DEFAULT_MAX_CONTEXT
+                    out = (loaded, load_tokenizer(tokenizer, name), mc, name)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # network, missing repo, bad files: never a silent fallback
+            raise CheckpointError(
+                f"model {name!r} cannot be loaded: {type(exc).__name__}: {exc}"
+            ) from exc
+    check_compatible(out[0], out[1])
+    return out

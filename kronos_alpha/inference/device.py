@@ -1,0 +1,61 @@
+"""Where and in what precision the model runs, and how many windows fit in one batch."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def auto_device() -> str:
+    """cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def torch_dtype(name: str | None, device: str) -> torch.dtype:
+    """The model's dtype for a ForecastSettings.dtype name (None: float32)."""
+    dt = TORCH_DTYPES[name or "float32"]
+    if dt == torch.float16 and not device.startswith("cuda"):
+        raise ValueError(
+            f"dtype fp16 needs a cuda device (device is {device!r}); use bf16 or float32"
+        )
+    return dt
+
+
+def free_memory(device: str) -> int:
+    """Bytes a batch may use: half the free GPU memory, or a quarter of the free RAM (at most
+    2 GiB: CPUs gain little from huge batches)."""
+    if str(device).startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return free // 2
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 8 << 30
+    return min(avail // 4, 2 << 30)
+
+
+def window_bytes(model, tokenizer, dtype: torch.dtype, length: int, rows: int, horizon: int) -> int:
+    """Memory of one window of ``length`` bars with ``rows`` sampled paths of ``horizon`` bars.
+
+    Key/value caches: the context's once per window (its paths share it), the generated
+    tokens' per path; activations ~ 16 * d_model per token and row; the tokenizer's decode.
+    """
+    elem = torch.finfo(dtype).bits // 8
+    per_token_kv = (model.n_layers + 1) * 2 * model.d_model * elem
+    kv = per_token_kv * (length + rows * horizon)
+    act = rows * (length + horizon) * model.d_model * 16 * elem
+    return kv + act + length * tokenizer.d_model * 64 * 4
+
+
+def batch_windows(model, tokenizer, dtype, device, length: int, rows: int, horizon: int) -> int:
+    """Windows per batch that fit in the memory ``free_memory`` allows (1..1024)."""
+    per_window = window_bytes(model, tokenizer, dtype, length, rows, horizon)
+    return int(max(1, min(1024, free_memory(device) // per_window)))

@@ -1,0 +1,354 @@
+"""The one input boundary: every door hands its bars to these functions.
+
+Column names (``clean_columns``), the bar index and timestamps (``as_timestamps``,
+``to_datetime_index``), instrument identity (``instrument_name``), the price and volume
+checks (``ohlcv_matrix``, ``missing_prices``), the suspension policy (``traded_mask``,
+``Series``) and the windows of a forecast (``Window``, ``forecast_windows``) are written once,
+here. The predictor, the Forecaster, the Qlib, backtrader and vectorbt adapters, the
+fine-tuning datasets, ``qlib-data build`` and the CLI all call them.
+
+Suspension policy. A bar is *traded* when its four prices are finite and, for a series that
+has volume data at all, its volume is finite and > 0. A series whose volume is never > 0 (an
+index, say) has no volume data: its prices alone decide, and its volume and amount are
+treated as absent. An untraded bar is *suspended*.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .data import time_features
+
+PRICE_COLS = ["open", "high", "low", "close"]
+VOLUME_COL = "volume"
+AMOUNT_COL = "amount"
+FEATURE_COLS = PRICE_COLS + [VOLUME_COL, AMOUNT_COL]
+SKIP_REASONS = ("no_bar", "suspended", "short_history")
+
+
+class InputError(ValueError):
+    """Bad market data: the message names the column, row, instrument or argument at fault."""
+
+
+# -- column names, instruments, timestamps -----------------------------------------------------
+def column_name(c) -> str:
+    """The canonical name of a bar column: lower case, without Qlib's ``$`` prefix."""
+    return str(c).lstrip("$").lower()
+
+
+def clean_columns(
+    df: pd.DataFrame, where: str = "bars", features_only: bool = True
+) -> pd.DataFrame:
+    """Canonical column names (see ``column_name``); with ``features_only`` keep only the
+    model's features. Two columns that collide after cleaning are an error naming both."""
+    names = [column_name(c) for c in df.columns]
+    if names == list(df.columns) and (not features_only or all(c in FEATURE_COLS for c in names)):
+        return df
+    seen: dict[str, object] = {}
+    for orig, name in zip(df.columns, names):
+        if name in seen:
+            raise InputError(
+                f"{where}: columns {seen[name]!r} and {orig!r} are both {name!r} once "
+                "lower-cased and without '$'"
+            )
+        seen[name] = orig
+    out = df.set_axis(names, axis=1)
+    if features_only:
+        out = out[[c for c in FEATURE_COLS if c in out.columns]]
+    return out
+
+
+def missing_prices(columns) -> list[str]:
+    return [c for c in PRICE_COLS if c not in set(columns)]
+
+
+def instrument_name(key) -> str:
+    """The instrument identity every table uses: its name as a string."""
+    return str(key)
+
+
+def to_datetime_index(values, what: str) -> pd.DatetimeIndex:
+    """Parse timestamps; an error names ``what`` and the reason (mixed time zones included)."""
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(values))
+    except (TypeError, ValueError) as exc:
+        if "tz" in str(exc).lower() or "timezone" in str(exc).lower():
+            raise InputError(
+                f"{what} mixes timezone-naive and timezone-aware timestamps ({exc})"
+            ) from exc
+        raise InputError(f"{what} are not timestamps ({exc})") from exc
+
+
+def as_timestamps(ts, name: str = "timestamps") -> pd.DatetimeIndex:
+    """A DatetimeIndex from a Series, Index or list; strictly increasing, no duplicates."""
+    values = ts if isinstance(ts, pd.Index) else pd.Series(ts).to_numpy()
+    idx = to_datetime_index(values, name)
+    if idx.hasnans:
+        raise InputError(f"{name} contain NaT at position {int(np.argmax(idx.isna()))}")
+    if idx.has_duplicates:
+        raise InputError(f"{name} contain a duplicated timestamp {idx[idx.duplicated()][0]}")
+    if not idx.is_monotonic_increasing:
+        pos = int(np.argmax(np.diff(idx.asi8) < 0)) + 1
+        raise InputError(
+            f"{name} are out of order at position {pos} ({idx[pos - 1]} then {idx[pos]})"
+        )
+    return idx
+
+
+# -- prices and volume ------------------------------------------------------------------------
+def ohlcv_matrix(df: pd.DataFrame, name: str = "df") -> np.ndarray:
+    """Validate bars and return the six model features as float32, shape (n, 6).
+
+    Missing volume -> volume and amount are 0; missing amount -> volume * mean(OHLC), as the
+    published predictor does. NaN/inf values and negative prices are errors.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InputError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    if len(df) == 0:
+        raise InputError(f"{name} is empty")
+    missing = missing_prices(df.columns)
+    if missing:
+        raise InputError(f"{name} is missing price column(s) {missing}; it has {list(df.columns)}")
+    prices = df[PRICE_COLS].to_numpy(dtype=np.float64)
+    if VOLUME_COL in df.columns:
+        volume = df[VOLUME_COL].to_numpy(dtype=np.float64)
+        if AMOUNT_COL in df.columns:
+            amount = df[AMOUNT_COL].to_numpy(dtype=np.float64)
+        else:
+            amount = volume * prices.mean(axis=1)
+    else:
+        volume = np.zeros(len(df))
+        amount = np.zeros(len(df))
+    x = np.column_stack([prices, volume, amount])
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InputError(
+            f"{name} has {int(bad.sum())} NaN/inf value(s); first in column "
+            f"{FEATURE_COLS[col]!r} at row {df.index[row]!r}"
+        )
+    neg = prices < 0
+    if neg.any():
+        row, col = np.argwhere(neg)[0]
+        raise InputError(
+            f"{name} has a negative price in column {PRICE_COLS[col]!r} at row {df.index[row]!r}"
+        )
+    return x.astype(np.float32)
+
+
+def priced_mask(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose four prices are all finite."""
+    return np.isfinite(df[PRICE_COLS].to_numpy(dtype=np.float64)).all(axis=1)
+
+
+def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend"):
+    """(traded rows, whether the series has volume data): the suspension policy (module doc).
+
+    ``nan_prices="raise"`` makes a NaN price on a bar with volume an error naming the row
+    (fine-tuning never learns from a bar it cannot read), instead of a suspended bar.
+    """
+    priced = priced_mask(df)
+    has_volume = False
+    if VOLUME_COL in df.columns:
+        vol = pd.to_numeric(df[VOLUME_COL], errors="coerce").to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            volume_ok = np.isfinite(vol) & (vol > 0)
+        has_volume = bool(volume_ok.any())
+    if not has_volume:
+        return priced, False
+    if nan_prices == "raise" and (volume_ok & ~priced).any():
+        r = int(np.argmax(volume_ok & ~priced))
+        col = PRICE_COLS[int(np.argmin(np.isfinite(df[PRICE_COLS].to_numpy(np.float64)[r])))]
+        raise InputError(
+            f"{name} has a NaN/inf price in column {col!r} on a traded bar (volume > 0) "
+            f"at row {df.index[r]!r}"
+        )
+    return volume_ok & priced, True
+
+
+# -- panels -----------------------------------------------------------------------------------
+def split_panel(panel) -> dict[str, pd.DataFrame]:
+    """A long (datetime, instrument) frame or a dict of frames -> {instrument: frame by time}."""
+    if isinstance(panel, dict):
+        if not panel:
+            raise InputError("panel is an empty dict")
+        frames = {}
+        for name, df in panel.items():
+            if not isinstance(df, pd.DataFrame):
+                raise InputError(f"panel[{name!r}] must be a DataFrame, got {type(df).__name__}")
+            df = df.copy()
+            df.index = to_datetime_index(df.index, f"panel[{name!r}].index")
+            frames[instrument_name(name)] = df
+    elif isinstance(panel, pd.DataFrame):
+        if not isinstance(panel.index, pd.MultiIndex) or panel.index.nlevels != 2:
+            raise InputError(
+                "panel must be indexed by a (datetime, instrument) MultiIndex, or be a dict "
+                f"{{instrument: DataFrame}}; got index {type(panel.index).__name__} {list(panel.index.names)}"
+            )
+        names = list(panel.index.names)
+        if "datetime" in names and "instrument" in names:
+            t_level, i_level = names.index("datetime"), names.index("instrument")
+        else:  # unnamed levels: the datetime-like one is the time
+            first = panel.index.get_level_values(0)
+            is_time = pd.api.types.is_datetime64_any_dtype(first) or isinstance(
+                first[0], pd.Timestamp
+            )
+            t_level, i_level = (0, 1) if is_time else (1, 0)
+        dup = panel.index.duplicated()
+        if dup.any():
+            row = panel.index[dup][0]
+            raise InputError(
+                f"panel has {int(dup.sum())} duplicated (datetime, instrument) row(s); first {row!r}"
+            )
+        times = to_datetime_index(panel.index.get_level_values(t_level), "panel datetime level")
+        inst = panel.index.get_level_values(i_level).map(instrument_name)
+        body = clean_columns(panel.reset_index(drop=True), "panel")
+        body.index = times
+        frames = {name: g for name, g in body.groupby(np.asarray(inst), sort=True)}
+    else:
+        raise InputError(
+            f"panel must be a DataFrame or a dict of DataFrames, got {type(panel).__name__}"
+        )
+    tzs = {str(df.index.tz) for df in frames.values()}
+    if len(tzs) > 1:
+        raise InputError(f"panel mixes timezone-naive and timezone-aware timestamps: {sorted(tzs)}")
+    out = {}
+    unsorted = []
+    for name, df in frames.items():
+        if df.index.has_duplicates:
+            raise InputError(
+                f"instrument {name!r} has a duplicated timestamp {df.index[df.index.duplicated()][0]}"
+            )
+        if not df.index.is_monotonic_increasing:
+            unsorted.append(name)
+            df = df.sort_index()
+        clean = clean_columns(df, f"instrument {name!r}")
+        missing = missing_prices(clean.columns)
+        if missing:
+            raise InputError(
+                f"instrument {name!r} is missing price column(s) {missing}; it has {list(df.columns)}"
+            )
+        out[name] = clean
+    if unsorted:
+        warnings.warn(
+            f"panel rows were not in time order for {len(unsorted)} instrument(s) (first {unsorted[0]!r}); "
+            "sorted them",
+            stacklevel=3,
+        )
+    return out
+
+
+class Series:
+    """One instrument after the suspension policy: its usable bars, features and stamps.
+
+    By default suspended bars are dropped (a window is the last ``lookback`` traded bars);
+    with ``fill_suspended`` they stay, NaN-priced ones as flat bars at the previous close with
+    volume 0 (Qlib's own convention). ``dropped`` / ``filled`` count what the policy did.
+    """
+
+    def __init__(self, name: str, df: pd.DataFrame, fill_suspended: bool):
+        traded, has_volume = traded_mask(df, f"instrument {name!r}")
+        if not has_volume:
+            df = df.drop(columns=[c for c in (VOLUME_COL, AMOUNT_COL) if c in df.columns])
+        priced = priced_mask(df)
+        self.raw_index = df.index
+        if fill_suspended:
+            first_ok = int(np.argmax(priced)) if priced.any() else len(df)
+            keep = np.ones(len(df), bool)
+            keep[:first_ok] = False  # nothing to fill from before the first priced bar
+            df = df.iloc[first_ok:].copy()
+            nan_rows = ~priced[first_ok:]
+            close = df["close"].ffill()
+            for c in PRICE_COLS:
+                df.loc[nan_rows, c] = close[nan_rows]
+            for c in (VOLUME_COL, AMOUNT_COL):
+                if c in df.columns:
+                    df[c] = df[c].fillna(0.0)
+            self.filled, self.dropped, self.usable_raw = int(nan_rows.sum()), first_ok, keep
+        else:
+            df = df[traded]
+            self.filled, self.dropped, self.usable_raw = 0, int((~traded).sum()), traded
+        self.name = name
+        self.index = df.index
+        self.x = (
+            ohlcv_matrix(df, f"instrument {name!r}") if len(df) else np.zeros((0, 6), np.float32)
+        )
+        self.stamp = time_features(df.index)
+        self.close = df["close"].to_numpy(dtype=np.float64)  # returns use the exact close
+
+
+@dataclass(frozen=True)
+class Window:
+    """The context of one forecast: ``series``' usable bars up to position ``end``, for
+    decision time ``time``."""
+
+    time: pd.Timestamp
+    instrument: str
+    series: Series
+    end: int
+
+    @property
+    def close(self) -> float:
+        """The close at the decision time: the base of every predicted return."""
+        return float(self.series.close[self.end])
+
+    def bars(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(features (length, 6), stamps (length, 5)) of the last ``length`` bars."""
+        lo = self.end + 1 - length
+        return self.series.x[lo : self.end + 1], self.series.stamp[lo : self.end + 1]
+
+
+def check_dates(dates, times: pd.DatetimeIndex, tz) -> pd.DatetimeIndex:
+    """Requested decision times: unique, sorted, each a bar time of the panel."""
+    if isinstance(dates, (str, pd.Timestamp)) or np.isscalar(dates):
+        dates = [dates]
+    idx = to_datetime_index(list(dates), "dates")
+    if (idx.tz is None) != (tz is None):
+        raise InputError(
+            f"dates are timezone-{'naive' if idx.tz is None else 'aware'} but the panel's timestamps are "
+            f"timezone-{'naive' if tz is None else 'aware'}; use the same convention"
+        )
+    idx = idx.unique().sort_values()
+    outside = idx[~idx.isin(times)]
+    if len(outside):
+        t = outside[0]
+        if t < times[0] or t > times[-1]:
+            where = f"outside the data ({times[0]} .. {times[-1]})"
+        else:
+            where = f"not a bar time of the panel (previous bar {times[times.searchsorted(t) - 1]})"
+        raise InputError(
+            f"decision time {t} is {where}; {len(outside)} of {len(idx)} dates are not bar times"
+        )
+    return idx
+
+
+def forecast_windows(series: dict[str, Series], dates, min_history: int):
+    """(windows sorted by (time, instrument), requested count, skipped counts by reason).
+
+    ``dates`` None asks for every row of the panel; otherwise every (date, instrument) pair.
+    """
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    windows = []
+    requested = 0
+    for s in series.values():
+        usable_pos = np.cumsum(s.usable_raw) - 1
+        if dates is None:
+            pairs = zip(s.raw_index, range(len(s.raw_index)))
+        else:
+            pairs = zip(dates, s.raw_index.get_indexer(dates))
+        for t, r in pairs:
+            requested += 1
+            if r < 0:
+                skipped["no_bar"] += 1
+            elif not s.usable_raw[r]:
+                skipped["suspended"] += 1
+            elif usable_pos[r] + 1 < min_history:
+                skipped["short_history"] += 1
+            else:
+                windows.append(Window(t, s.name, s, int(usable_pos[r])))
+    windows.sort(key=lambda w: (w.time, w.instrument))
+    return windows, requested, skipped

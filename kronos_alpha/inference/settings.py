@@ -1,0 +1,250 @@
+"""ForecastSettings: the one validated set of forecast settings.
+
+Every door (the Forecaster, the Qlib model, the backtrader indicator, the vectorbt signal,
+walk-forward and the CLI) builds one of these instead of declaring its own fields, so there
+is one set of defaults and one place where a setting is checked. It is frozen: a change is a
+new object (``replace``), validated again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DTYPE_NAMES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+MAX_SEED = 2**63 - 1
+
+
+class SettingsError(ValueError):
+    """A setting out of its range or of the wrong type; the message names the setting."""
+
+
+def quantile_column(q: float) -> str:
+    """The table column of a return quantile: 0.1 -> ``ret_q10``."""
+    return f"ret_q{q * 100:g}"
+
+
+def _integer(name: str, v, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise SettingsError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise SettingsError(f"{name} must be at most {maximum}, got {v}")
+    return v
+
+
+def _real(name: str, v) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise SettingsError(f"{name} must be a number, got {v!r} ({type(v).__name__})")
+    v = float(v)
+    if not math.isfinite(v):
+        raise SettingsError(f"{name} must be finite, got {v}")
+    return v
+
+
+def _flag(name: str, v) -> bool:
+    if not isinstance(v, (bool, np.bool_)):
+        raise SettingsError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """How to forecast. Checked at construction; see each field.
+
+    lookback: bars of context (>= 2; clipped to the model's max_context with a warning).
+    horizon: bars forecast; ``pred_return`` is close[t+horizon] / close[t] - 1.
+    sample_count: sampled paths per window.
+    T, top_k, top_p: sampling temperature (> 0), top-k (0 = off; 1 = greedy) and nucleus
+        mass (0 < top_p <= 1).
+    seed: an integer makes every window's draws a function of (seed, instrument, t) only;
+        None samples afresh (and disables the cache).
+    clip: normalised inputs are clipped to +-clip (> 0).
+    quantiles: of the sampled horizon returns, reported as ``ret_qNN`` columns.
+    min_history: fewest usable bars for a forecast (None: lookback).
+    fill_suspended: keep suspended bars as flat bars instead of dropping them.
+    return_paths: also keep every sampled path (``Forecaster.paths_``) and the mean path.
+    device: None picks cuda, then mps, then cpu. dtype: None/float32, bf16 or fp16.
+    max_context: None takes the model's. batch_size: windows per batch (None: sized to memory).
+    cache_dir: folder of the forecast cache (None: no cache). progress: tqdm bars.
+    """
+
+    lookback: int = 90
+    horizon: int = 10
+    sample_count: int = 5
+    T: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.9
+    seed: int | None = 0
+    clip: float = 5.0
+    quantiles: tuple = (0.1, 0.5, 0.9)
+    min_history: int | None = None
+    fill_suspended: bool = False
+    return_paths: bool = False
+    device: str | None = None
+    dtype: str | None = None
+    max_context: int | None = None
+    batch_size: int | None = None
+    cache_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        put("lookback", _integer("lookback", self.lookback, 2))
+        put("horizon", _integer("horizon", self.horizon, 1))
+        put("sample_count", _integer("sample_count", self.sample_count, 1))
+        T = _real("T", self.T)
+        if T <= 0:
+            raise SettingsError(f"T must be > 0, got {T}; for greedy decoding use top_k=1 (any T)")
+        put("T", T)
+        put("top_k", _integer("top_k", self.top_k, 0))
+        top_p = _real("top_p", self.top_p)
+        if not 0 < top_p <= 1:
+            raise SettingsError(f"top_p must be in (0, 1], got {top_p}")
+        put("top_p", top_p)
+        if self.seed is not None:
+            put("seed", _integer("seed", self.seed, 0, MAX_SEED))
+        clip = _real("clip", self.clip)
+        if clip <= 0:
+            raise SettingsError(f"clip must be > 0, got {clip}")
+        put("clip", clip)
+        put("quantiles", self._check_quantiles(self.quantiles))
+        if self.min_history is not None:
+            mh = _integer("min_history", self.min_history, 2)
+            if mh > self.lookback:
+                raise SettingsError(
+                    f"min_history must be between 2 and lookback ({self.lookback}), got {mh}"
+                )
+            put("min_history", mh)
+        for name in ("fill_suspended", "return_paths", "progress"):
+            put(name, _flag(name, getattr(self, name)))
+        if self.device is not None:
+            put("device", self._check_device(self.device))
+        if self.dtype is not None:
+            put("dtype", self._check_dtype(self.dtype))
+        for name in ("max_context", "batch_size"):
+            if getattr(self, name) is not None:
+                put(name, _integer(name, getattr(self, name), 1))
+        if self.cache_dir is not None:
+            if not isinstance(self.cache_dir, (str, Path)) or not str(self.cache_dir).strip():
+                raise SettingsError(
+                    f"cache_dir must be a folder path (None: no cache), got {self.cache_dir!r}"
+                )
+            put("cache_dir", str(self.cache_dir))
+
+    @staticmethod
+    def _check_quantiles(qs) -> tuple:
+        if isinstance(qs, (int, float, np.number)):
+            qs = (qs,)
+        try:
+            values = tuple(_real("quantiles", q) for q in qs)
+        except TypeError:
+            raise SettingsError(f"quantiles must be a sequence of numbers, got {qs!r}") from None
+        if not values:
+            raise SettingsError("quantiles is empty; give at least one level in (0, 1)")
+        if not all(0 < q < 1 for q in values):
+            raise SettingsError(f"quantiles must lie strictly between 0 and 1, got {qs!r}")
+        names = [quantile_column(q) for q in values]
+        if len(set(names)) != len(names):
+            raise SettingsError(f"quantiles {qs!r} repeat a level (columns {names})")
+        return values
+
+    @staticmethod
+    def _check_device(device) -> str:
+        import torch
+
+        try:
+            return str(torch.device(device))
+        except (RuntimeError, TypeError) as exc:
+            raise SettingsError(f"device {device!r} is not a torch device: {exc}") from None
+
+    @staticmethod
+    def _check_dtype(dtype) -> str:
+        name = str(dtype).lower().replace("torch.", "")
+        if name not in DTYPE_NAMES:
+            raise SettingsError(
+                f"dtype must be one of {sorted(DTYPE_NAMES)} or a torch dtype, got {dtype!r}"
+            )
+        return DTYPE_NAMES[name]
+
+    # -- building and changing ---------------------------------------------------------
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def build(cls, settings: ForecastSettings | dict | None = None, **changes) -> ForecastSettings:
+        """From a ForecastSettings, a mapping (a YAML block) or the defaults, with changes."""
+        if settings is None:
+            base = cls()
+        elif isinstance(settings, ForecastSettings):
+            base = settings
+        elif isinstance(settings, dict):
+            base = cls().replace(**settings)
+        else:
+            raise SettingsError(
+                f"settings must be a ForecastSettings or a mapping, got {type(settings).__name__}"
+            )
+        return base.replace(**changes) if changes else base
+
+    def replace(self, **changes) -> ForecastSettings:
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise SettingsError(
+                f"ForecastSettings has no setting {unknown[0]!r}; settings are {list(self.names())}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.names()}
+
+    @property
+    def quantile_columns(self) -> list[str]:
+        return [quantile_column(q) for q in self.quantiles]
+
+
+def merge_mappings(
+    base: dict, extra: dict, strict: bool = False, free_form=(), prefix: str = "", error=None
+) -> dict:
+    """``extra`` (a YAML block, say) merged over a copy of ``base``, nested mappings too.
+
+    ``strict``: a key not in ``base`` is an ``error`` (default SettingsError) naming its dotted
+    path; mappings whose dotted path is in ``free_form`` take any keys.
+    """
+    import copy
+
+    error = error or SettingsError
+    out = copy.deepcopy(base)
+    for k, v in (extra or {}).items():
+        name = f"{prefix}{k}"
+        if strict and k not in base:
+            raise error(f"unknown field {name!r}; fields here are {sorted(base)}")
+        old = base.get(k)
+        if isinstance(old, dict) and (not strict or tuple(name.split(".")) not in free_form):
+            if not isinstance(v, dict):
+                if not strict:
+                    out[k] = v
+                    continue
+                raise error(f"{name} must be a mapping, got {v!r}")
+            out[k] = merge_mappings(old, v, strict, free_form, f"{name}.", error)
+        elif isinstance(old, dict):
+            out[k] = {**old, **(v or {})}
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
