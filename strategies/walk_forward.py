@@ -426,7 +426,7 @@ def hist_vol(data: Data, window: int, index: pd.MultiIndex) -> np.ndarray:
 
 # -- LightGBM on Alpha158 ----------------------------------------------------------------------
 def _alpha158_class():
-    from kronos_alpha.adapters.qlib import Alpha158Checked
+    from .alpha158 import Alpha158Checked
 
     class Alpha158Horizon(Alpha158Checked):
         """Alpha158 (vwap explicit) with the label Ref($close, -h) / $close - 1."""
