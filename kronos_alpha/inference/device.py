@@ -29,17 +29,49 @@ def torch_dtype(name: str | None, device: str) -> torch.dtype:
     return dt
 
 
+class MemoryEstimateError(ValueError):
+    """A job whose estimated memory exceeds what the machine has; the message gives both."""
+
+
+def available_memory(device: str) -> int:
+    """Free bytes on the device (GPU memory, or the RAM the OS reports as available)."""
+    if str(device).startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return free
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
 def free_memory(device: str) -> int:
     """Bytes a batch may use: half the free GPU memory, or a quarter of the free RAM (at most
     2 GiB: CPUs gain little from huge batches)."""
     if str(device).startswith("cuda"):
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return free // 2
-    try:
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        avail = 8 << 30
-    return min(avail // 4, 2 << 30)
+        return available_memory(device) // 2
+    return min(available_memory(device) // 4, 2 << 30)
+
+
+def check_fits(per_window: int, windows: int, batch: int, rows: int, horizon: int, device) -> None:
+    """Refuse, before any work, a job that cannot fit: one batch on the device plus every
+    window's sampled paths (float32) and random numbers kept in RAM."""
+    kept = windows * rows * horizon * (6 + 2) * 4
+    need = per_window * batch + kept
+    have = available_memory("cpu") if not str(device).startswith("cuda") else None
+    if str(device).startswith("cuda"):
+        gpu = available_memory(device)
+        if per_window * batch > gpu:
+            raise MemoryEstimateError(
+                f"a batch of {batch} window(s) needs an estimated {per_window * batch / 2**30:.1f} GiB "
+                f"on {device}, which has {gpu / 2**30:.1f} GiB free; lower sample_count or batch_size"
+            )
+        need, have = kept, available_memory("cpu")
+    if need > have:
+        raise MemoryEstimateError(
+            f"this forecast needs an estimated {need / 2**30:.1f} GiB ({windows} window(s) x "
+            f"{rows} sample(s) x {horizon} bar(s)), more than the {have / 2**30:.1f} GiB available; "
+            "lower sample_count, horizon or the number of windows"
+        )
 
 
 def window_bytes(model, tokenizer, dtype: torch.dtype, length: int, rows: int, horizon: int) -> int:

@@ -41,10 +41,10 @@ from . import distributed
 from .cache import ForecastCache, settings_digest, weights_digest, window_key
 from .calendar import BarCalendar
 from .data import time_features
-from .device import auto_device, batch_windows, torch_dtype
+from .device import auto_device, batch_windows, check_fits, torch_dtype, window_bytes
 from .generation import sample_bars, uniforms_for_seeds, window_seed
 from .panel import FEATURE_COLS, Series, Window, check_dates, forecast_windows, split_panel
-from .settings import ForecastSettings
+from .settings import ForecastSettings, check_horizon
 
 RELOAD = {"device", "dtype", "max_context"}  # settings that change the loaded model
 
@@ -189,6 +189,7 @@ class Forecaster:
         """(lookback, min_history) once the model's max_context is known."""
         s = self.settings
         lookback, mc = s.lookback, self.max_context_
+        check_horizon(s.horizon, mc)
         if lookback > mc:
             warnings.warn(
                 f"lookback {lookback} exceeds the model's max_context {mc}: the model cannot attend to "
@@ -312,6 +313,10 @@ class Forecaster:
         for length, members in sorted(groups.items()):
             size = s.batch_size or batch_windows(
                 st.model, st.tokenizer, st.dtype, st.device, length, s.sample_count, s.horizon
+            )
+            per = window_bytes(st.model, st.tokenizer, st.dtype, length, s.sample_count, s.horizon)
+            check_fits(
+                per, len(windows), min(size, len(members)), s.sample_count, s.horizon, st.device
             )
             batches += [members[k : k + size] for k in range(0, len(members), size)]
         return batches

@@ -45,8 +45,8 @@ def sample_tokens(
 ) -> torch.Tensor:
     """One token per row. With ``uniform`` (one U(0,1) per row) sampling is an inverse-CDF
     draw, so each row's result depends only on its own random number."""
-    if top_k == 1:
-        return logits.argmax(-1)  # greedy: the only token left after top-1 filtering
+    if top_k == 1 or temperature == 0:
+        return logits.argmax(-1)  # greedy: top-1 filtering, or the zero-temperature limit
     probs = F.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
     if uniform is None:
         return torch.multinomial(probs, 1).squeeze(-1)
@@ -347,6 +347,32 @@ def sample_paths(
     return z.float().cpu().numpy().reshape(x.shape[0], sample_count, pred_len, z.shape[-1])
 
 
+PRICE_LEVEL = (2.0**-7, 2.0**40)  # mean |price| outside this: rescale the window exactly
+SCALED = [0, 1, 2, 3, 5]  # open, high, low, close, amount: the columns in price units
+
+
+def price_scale(bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bars, per-window scale (B, 1, 6)): windows whose price level is tiny or huge are
+    multiplied by the power of two that brings it into [64, 128).
+
+    The normalisation's fixed epsilon (1e-5) would otherwise dominate the std of prices near
+    1e-5, and float32 squares overflow near 1e20. A power of two is exact in floating point,
+    so the result equals that of the same bars quoted in another unit; windows inside the
+    range (every ordinary price) are untouched, bit for bit.
+    """
+    level = np.abs(bars[..., :4]).mean(axis=(-1, -2)).astype(np.float64)  # (B,)
+    exp = np.where(
+        (level < PRICE_LEVEL[0]) | (level > PRICE_LEVEL[1]),
+        6 - np.floor(np.log2(np.maximum(level, np.finfo(np.float64).tiny))),
+        0.0,
+    )
+    scale = np.ones((bars.shape[0], 1, bars.shape[-1]), np.float32)
+    scale[:, 0, SCALED] = np.exp2(exp)[:, None].astype(np.float32)
+    if (exp == 0).all():
+        return bars, scale
+    return bars * scale, scale
+
+
 def sample_bars(
     tokenizer,
     model,
@@ -367,6 +393,7 @@ def sample_bars(
     Each window is normalised by its own mean and std (``data.normalize``), sampled, and
     mapped back to prices: the one path from bars to forecasts.
     """
+    bars, scale = price_scale(bars)
     mean, std = scaler_stats(bars)
     x = normalize(bars, mean, std, clip)
     z = sample_paths(
@@ -383,4 +410,5 @@ def sample_bars(
         uniforms,
         progress=progress,
     )
-    return denormalize(z, mean[:, None], std[:, None]).astype(np.float32)
+    y = denormalize(z, mean[:, None], std[:, None])
+    return (y / scale[:, None]).astype(np.float32)

@@ -28,6 +28,7 @@ VOLUME_COL = "volume"
 AMOUNT_COL = "amount"
 FEATURE_COLS = PRICE_COLS + [VOLUME_COL, AMOUNT_COL]
 SKIP_REASONS = ("no_bar", "suspended", "short_history")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class InputError(ValueError):
@@ -137,7 +138,34 @@ def ohlcv_matrix(df: pd.DataFrame, name: str = "df") -> np.ndarray:
         raise InputError(
             f"{name} has a negative price in column {PRICE_COLS[col]!r} at row {df.index[row]!r}"
         )
+    zero = prices == 0
+    if zero.any():
+        row, col = np.argwhere(zero)[0]
+        raise InputError(
+            f"{name} has a zero price in column {PRICE_COLS[col]!r} at row {df.index[row]!r} "
+            f"({int(zero.any(axis=1).sum())} such bar(s)); returns from a zero close are undefined"
+        )
+    huge = np.abs(x) > FLOAT32_MAX
+    if huge.any():
+        row, col = np.argwhere(huge)[0]
+        raise InputError(
+            f"{name} has a value beyond float32's range ({x[row, col]:.3g}) in column "
+            f"{FEATURE_COLS[col]!r} at row {df.index[row]!r}; the model computes in float32"
+        )
+    if VOLUME_COL in df.columns:
+        check_volume(volume, df.index, name)
     return x.astype(np.float32)
+
+
+def check_volume(volume: np.ndarray, index, name: str) -> None:
+    """A negative volume is an error (volume 0 or NaN marks a suspended bar, never < 0)."""
+    with np.errstate(invalid="ignore"):
+        negative = volume < 0
+    if negative.any():
+        row = index[int(np.argmax(negative))]
+        raise InputError(
+            f"{name} has a negative volume at row {row!r} ({int(negative.sum())} such bar(s))"
+        )
 
 
 def priced_mask(df: pd.DataFrame) -> np.ndarray:
@@ -155,6 +183,7 @@ def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend
     has_volume = False
     if VOLUME_COL in df.columns:
         vol = pd.to_numeric(df[VOLUME_COL], errors="coerce").to_numpy(dtype=np.float64)
+        check_volume(vol, df.index, name)
         with np.errstate(invalid="ignore"):
             volume_ok = np.isfinite(vol) & (vol > 0)
         has_volume = bool(volume_ok.any())
@@ -352,3 +381,35 @@ def forecast_windows(series: dict[str, Series], dates, min_history: int):
                 windows.append(Window(t, s.name, s, int(usable_pos[r])))
     windows.sort(key=lambda w: (w.time, w.instrument))
     return windows, requested, skipped
+
+
+# -- adapter feeds: a backtrader data, a vectorbt column ----------------------------------------
+NAN_BAR_POLICIES = ("raise", "skip")
+
+
+def check_feed_bars(df, name: str, nan_bars="raise", what="data", warn=True, stacklevel=2):
+    """The listed span of an adapter's feed: a slice from its first to its last bar with any
+    price (None: no bar has one). Bars outside it are before listing or after delisting (the
+    forecaster skips them; their times stay its calendar). A NaN price inside it is an
+    InputError naming the feed, column and bar (``nan_bars="raise"``) or, with ``"skip"``, a
+    suspended bar. ``warn``: a warning when the span has no volume data (forecast from prices)."""
+    if nan_bars not in NAN_BAR_POLICIES:
+        raise InputError(f"nan_bars must be one of {NAN_BAR_POLICIES}, got {nan_bars!r}")
+    finite = np.isfinite(df[PRICE_COLS].to_numpy(dtype=np.float64))
+    listed = finite.any(axis=1)
+    if not listed.any():
+        return None
+    span = slice(int(np.argmax(listed)), len(df) - int(np.argmax(listed[::-1])))
+    bars, finite = df.iloc[span], finite[span]
+    bad = ~finite.all(axis=1)
+    if bad.any() and nan_bars == "raise":
+        r = int(np.argmax(bad))
+        raise InputError(
+            f"{what} {name!r} has a NaN {PRICE_COLS[int(np.argmin(finite[r]))]!r} price on the bar "
+            f"of {bars.index[r]} ({int(bad.sum())} such bar(s) within its priced span); clean the "
+            "bars, or pass nan_bars='skip' to treat them as suspended bars"
+        )
+    if warn and not traded_mask(bars, f"{what} {name!r}")[1]:
+        msg = f"{what} {name!r} has no volume (all NaN or 0): Kronos forecasts it from prices only"
+        warnings.warn(msg, stacklevel=stacklevel + 1)
+    return span

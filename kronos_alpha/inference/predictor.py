@@ -14,6 +14,7 @@ from .data import time_features
 from .device import auto_device
 from .generation import sample_bars, series_seed, uniforms_for_seeds
 from .panel import FEATURE_COLS, InputError, as_timestamps, ohlcv_matrix
+from .settings import ForecastSettings, check_horizon
 
 __all__ = ["KronosPredictor", "Prepared", "auto_device", "prepare_series"]
 
@@ -59,8 +60,8 @@ class KronosPredictor:
         self.device = device or auto_device()
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer.to(self.device).eval()
-        self.max_context = int(max_context)
-        self.clip = clip
+        checked = ForecastSettings(max_context=max_context, clip=clip)
+        self.max_context, self.clip = checked.max_context, checked.clip
 
     # -- paths ---------------------------------------------------------------------------
     def predict_paths(
@@ -86,17 +87,27 @@ class KronosPredictor:
             )
         if len(df_list) == 0:
             raise InputError("df_list is empty")
-        if sample_count < 1:
-            raise InputError(f"sample_count must be at least 1, got {sample_count}")
         prepared = [
             prepare_series(df, xt, yt, pred_len, name=f"df_list[{i}]" if len(df_list) > 1 else "df")
             for i, (df, xt, yt) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list))
         ]
+        # The one validation of generation settings (the Forecaster's), pred_len as horizon.
+        s = ForecastSettings(
+            horizon=pred_len,
+            sample_count=sample_count,
+            T=T,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            clip=self.clip,
+            max_context=self.max_context,
+        )
+        check_horizon(s.horizon, self.max_context)
         uniforms = None
         if seed is not None:
             # Series i always gets stream (seed, i): reproducible, batch-composition free.
             uniforms = uniforms_for_seeds(
-                [series_seed(seed, i) for i in range(len(prepared))], sample_count, pred_len
+                [series_seed(s.seed, i) for i in range(len(prepared))], s.sample_count, pred_len
             )
         out: list[np.ndarray | None] = [None] * len(prepared)
         groups: dict[int, list[int]] = {}
@@ -110,11 +121,11 @@ class KronosPredictor:
                 np.stack([prepared[i].stamp for i in members]),
                 np.stack([prepared[i].future_stamp for i in members]),
                 self.max_context,
-                sample_count,
-                T,
-                top_k,
-                top_p,
-                self.clip,
+                s.sample_count,
+                s.T,
+                s.top_k,
+                s.top_p,
+                s.clip,
                 None if uniforms is None else uniforms[members],
                 progress=verbose,
             )

@@ -69,8 +69,8 @@ class ForecastSettings:
     lookback: bars of context (>= 2; clipped to the model's max_context with a warning).
     horizon: bars forecast; ``pred_return`` is close[t+horizon] / close[t] - 1.
     sample_count: sampled paths per window.
-    T, top_k, top_p: sampling temperature (> 0), top-k (0 = off; 1 = greedy) and nucleus
-        mass (0 < top_p <= 1).
+    T, top_k, top_p: sampling temperature (>= 0; 0 decodes greedily, as top_k=1 does),
+        top-k (0 = off) and nucleus mass (0 < top_p <= 1).
     seed: an integer makes every window's draws a function of (seed, instrument, t) only;
         None samples afresh (and disables the cache).
     clip: normalised inputs are clipped to +-clip (> 0).
@@ -110,8 +110,8 @@ class ForecastSettings:
         put("horizon", _integer("horizon", self.horizon, 1))
         put("sample_count", _integer("sample_count", self.sample_count, 1))
         T = _real("T", self.T)
-        if T <= 0:
-            raise SettingsError(f"T must be > 0, got {T}; for greedy decoding use top_k=1 (any T)")
+        if T < 0:
+            raise SettingsError(f"T must be >= 0 (0 decodes greedily), got {T}")
         put("T", T)
         put("top_k", _integer("top_k", self.top_k, 0))
         top_p = _real("top_p", self.top_p)
@@ -217,6 +217,15 @@ class ForecastSettings:
     @property
     def quantile_columns(self) -> list[str]:
         return [quantile_column(q) for q in self.quantiles]
+
+
+def check_horizon(horizon: int, max_context: int) -> None:
+    """A forecast is decoded from the last max_context tokens: it cannot be longer."""
+    if horizon > max_context:
+        raise SettingsError(
+            f"horizon (pred_len) {horizon} exceeds the model's max_context {max_context}: "
+            "the tokenizer decodes at most max_context bars at once"
+        )
 
 
 def merge_mappings(

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hub import hub_reachable
+
 ASSETS = Path(__file__).parent.parent / "assets"
 
 
@@ -48,20 +50,6 @@ def load(name: str, device: str | None = None):
 DEFAULT_NAME = "kronos-small"
 DEFAULT_DIR = ASSETS / "default"
 DEFAULT_MAX_CONTEXT = 512
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether huggingface.co answers quickly (the Hub client itself retries for ~20 s)."""
-    import os
-    import socket
-
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def load_folder(folder, device: str | None = None):

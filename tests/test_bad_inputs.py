@@ -1,0 +1,237 @@
+"""Hostile settings, values and checkpoints: a clear error that names the problem, or a
+documented, correct result - never a silent wrong number."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from kronos_alpha import CheckpointError, Forecaster, InputError, Kronos, KronosPredictor
+from kronos_alpha.inference.device import MemoryEstimateError
+from kronos_alpha.inference.settings import ForecastSettings, SettingsError
+
+
+def bars(n=80, seed=0, level=100.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    idx = pd.bdate_range("2021-01-04", periods=n)
+    c = level * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    o = c * (1 + rng.normal(0, 0.002, n))
+    return pd.DataFrame(
+        {
+            "open": o,
+            "high": np.maximum(o, c) * 1.004,
+            "low": np.minimum(o, c) * 0.996,
+            "close": c,
+            "volume": rng.uniform(1e5, 2e5, n),
+        },
+        index=idx,
+    )
+
+
+@pytest.fixture
+def fc(tiny_pair):
+    model, tok = tiny_pair
+    return Forecaster(model, tok, lookback=24, horizon=3, sample_count=3, progress=False)
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("T", -0.5, "T must be >= 0"),
+        ("T", float("nan"), "T must be finite"),
+        ("top_p", 0.0, r"top_p must be in \(0, 1\]"),
+        ("top_p", 1.5, r"top_p must be in \(0, 1\]"),
+        ("top_p", float("nan"), "top_p must be finite"),
+        ("top_k", -1, "top_k must be at least 0"),
+        ("top_k", 2.5, "top_k must be an integer"),
+        ("sample_count", 2.0, "sample_count must be an integer"),
+        ("sample_count", True, "sample_count must be an integer"),
+        ("sample_count", 0, "sample_count must be at least 1"),
+        ("seed", 1.7, "seed must be an integer"),
+        ("seed", 2**70, "seed must be at most"),
+        ("seed", -1, "seed must be at least 0"),
+        ("clip", 0.0, "clip must be > 0"),
+        ("clip", float("nan"), "clip must be finite"),
+        ("batch_size", 0, "batch_size must be at least 1"),
+        ("max_context", 0, "max_context must be at least 1"),
+        ("lookback", 1, "lookback must be at least 2"),
+        ("horizon", 0, "horizon must be at least 1"),
+        ("quantiles", (0.1, 1.0), "quantiles must lie strictly between 0 and 1"),
+        ("quantiles", (), "quantiles is empty"),
+        ("quantiles", (0.5, 0.5), "repeat a level"),
+        ("min_history", 1, "min_history must be at least 2"),
+        ("dtype", "int8", "dtype must be one of"),
+        ("device", "gpu", "device 'gpu' is not a torch device"),
+        ("cache_dir", "", "cache_dir must be a folder path"),
+        ("fill_suspended", "yes", "fill_suspended must be True or False"),
+    ],
+)
+def test_every_bad_setting_is_refused_at_construction_naming_it(field, value, match):
+    with pytest.raises(SettingsError, match=match):
+        ForecastSettings(**{field: value})
+    with pytest.raises(SettingsError, match=match):
+        Forecaster(**{field: value})  # the same check, at the door, before any model loads
+
+
+def test_unknown_settings_are_named():
+    with pytest.raises(SettingsError, match="no setting 'horizn'"):
+        ForecastSettings().replace(horizn=3)
+
+
+def test_settings_normalise_numpy_integers_and_keep_validating_on_assignment(fc):
+    s = ForecastSettings(lookback=np.int64(30), seed=np.int32(4))
+    assert type(s.lookback) is int and type(s.seed) is int
+    with pytest.raises(SettingsError, match="horizon must be at least 1"):
+        fc.horizon = 0
+    assert fc.horizon == 3
+
+
+def test_zero_temperature_decodes_greedily(fc):
+    panel = {"A": bars()}
+    t = panel["A"].index[-2:]
+    greedy = fc.set_params(top_k=1, T=1.0).forecast(panel, dates=t)
+    cold = fc.set_params(top_k=0, T=0.0).forecast(panel, dates=t)
+    pd.testing.assert_frame_equal(greedy, cold)
+    assert (cold.ret_std == 0).all()  # every sampled path is the greedy one
+
+
+def test_horizon_beyond_max_context_fails_before_generating(fc, tiny_pair):
+    with pytest.raises(SettingsError, match="horizon .* exceeds the model's max_context 8"):
+        fc.set_params(max_context=8, horizon=9).forecast({"A": bars()})
+    model, tok = tiny_pair
+    p = KronosPredictor(model, tok, max_context=8)
+    df = bars(40)
+    future = pd.bdate_range(df.index[-1] + pd.offsets.BDay(1), periods=9)
+    with pytest.raises(SettingsError, match="exceeds the model's max_context 8"):
+        p.predict(df, pd.Series(df.index), pd.Series(future), pred_len=9, verbose=False)
+
+
+def test_predictor_validates_its_generation_settings(tiny_pair):
+    model, tok = tiny_pair
+    with pytest.raises(SettingsError, match="max_context must be at least 1"):
+        KronosPredictor(model, tok, max_context=0)
+    p = KronosPredictor(model, tok)
+    df = bars(40)
+    future = pd.bdate_range(df.index[-1] + pd.offsets.BDay(1), periods=3)
+    args = (df, pd.Series(df.index), pd.Series(future), 3)
+    for kw, match in [
+        ({"top_p": 0}, "top_p"),
+        ({"T": -1}, "T must"),
+        ({"sample_count": 2.0}, "sample_count"),
+    ]:
+        with pytest.raises(SettingsError, match=match):
+            p.predict(*args, verbose=False, **kw)
+
+
+def test_prices_in_any_unit_give_the_same_returns(fc):
+    panel = {"A": bars()}
+    t = panel["A"].index[-3:]
+    base = fc.forecast(panel, dates=t).pred_return.to_numpy()
+    for k in (2.0**-20, 2.0**60):  # exact: a power of two maps the window onto the base's
+        scaled = panel["A"].copy()
+        scaled[["open", "high", "low", "close"]] *= k
+        got = fc.forecast({"A": scaled}, dates=t).pred_return.to_numpy()
+        np.testing.assert_array_equal(got, base)
+    for k in (1e-5, 1e-7, 1e25):  # close: the fixed epsilon no longer dominates
+        scaled = panel["A"].copy()
+        scaled[["open", "high", "low", "close"]] *= k
+        got = fc.forecast({"A": scaled}, dates=t).pred_return.to_numpy()
+        np.testing.assert_allclose(got, base, rtol=0.05, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (
+            lambda d: d.assign(close=d.close.where(d.index != d.index[-1], 0.0)),
+            "zero price in column 'close'",
+        ),
+        (lambda d: d * 0.0 + d.assign(volume=1.0) * 0.0 + 0.0, "zero price"),
+        (
+            lambda d: d.assign(high=d.high.where(d.index != d.index[10], 1e39)),
+            "beyond float32's range",
+        ),
+        (lambda d: d.assign(volume=d.volume.where(d.index != d.index[5], -3.0)), "negative volume"),
+    ],
+)
+def test_bad_values_are_named(fc, mutate, match):
+    df = mutate(bars())
+    with pytest.raises(InputError, match=match):
+        fc.forecast({"A": df}, dates=df.index[-1:])
+
+
+def test_a_job_too_big_for_memory_is_refused_with_its_estimate(fc):
+    with pytest.raises(MemoryEstimateError, match=r"needs an estimated [\d.]+ GiB"):
+        fc.set_params(sample_count=5_000_000).forecast({"A": bars()}, dates=bars().index[-1:])
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+@pytest.fixture
+def saved(tmp_path, tiny_pair):
+    model, _ = tiny_pair
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_nan_weights_are_refused_naming_the_tensor(saved):
+    state = load_file(saved / "model.safetensors")
+    key = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[key] = state[key].clone()
+    state[key].view(-1)[0] = float("nan")
+    save_file(state, saved / "model.safetensors")
+    with pytest.raises(CheckpointError, match=f"tensor '{key}' has 1 NaN/inf"):
+        Kronos.from_pretrained(saved)
+
+
+def test_integer_weights_are_refused(saved):
+    state = load_file(saved / "model.safetensors")
+    key = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[key] = state[key].to(torch.int64)
+    save_file(state, saved / "model.safetensors")
+    with pytest.raises(CheckpointError, match="torch.int64, not floating point"):
+        Kronos.from_pretrained(saved)
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ([1, 2, 3], "must be a JSON object"),
+        ("{not json", "not valid JSON"),
+        ({"learn_te": "no"}, "'learn_te' must be true or false"),
+        ({"n_layers": 2.5}, "'n_layers' must be an integer"),
+    ],
+)
+def test_bad_config_json_is_named(saved, config, match):
+    path = saved / "config.json"
+    if isinstance(config, str):
+        path.write_text(config)
+    elif isinstance(config, dict):
+        path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+    else:
+        path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=match):
+        Kronos.from_pretrained(saved)
+
+
+def test_an_unreachable_hub_fails_fast_naming_the_id(monkeypatch):
+    import time
+
+    import kronos_alpha.model.hub as hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(
+            CheckpointError,
+            match="'no-such-org/no-such-model' cannot be downloaded.*HF_HUB_OFFLINE",
+        ):
+            Kronos.from_pretrained("no-such-org/no-such-model")
+    assert time.perf_counter() - start < 10
