@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ import pytest
 pytest.importorskip("qlib")
 
 from conftest import make_bars
-from kronos_alpha.adapters.qlib_data import build, check, read_bin  # noqa: E402
+from kronos_alpha.adapters.qlib.data import build, check, read_bin  # noqa: E402
 
 from kronos_alpha.cli import main  # noqa: E402
 from kronos_alpha.inference.panel import InputError  # noqa: E402
@@ -146,3 +148,50 @@ def test_cli_build_then_check(csv_dir, tmp_path, capsys):
     assert (out / "instruments" / "mine.txt").exists()
     assert main(["qlib-data", "check", str(out), "--market", "mine"]) == 0
     assert main(["qlib-data", "build", str(tmp_path / "nope"), str(tmp_path / "x")]) == 1
+
+
+def test_every_file_of_a_build_goes_through_the_atomic_writer(csv_dir, tmp_path, monkeypatch):
+    import kronos_alpha.adapters.qlib.data as qdata
+
+    from kronos_alpha import files
+
+    written = []
+
+    def recording(path, data):
+        written.append(Path(path))
+        return files.atomic_write(path, data)
+
+    monkeypatch.setattr(qdata, "atomic_write", recording)
+    monkeypatch.setattr(qdata, "write_text", lambda path, text: recording(path, text))
+    out = tmp_path / "qlib"
+    build(csv_dir, out, market="mkt")
+    on_disk = sorted(p for p in out.rglob("*") if p.is_file())
+    assert sorted(written) == on_disk and len(on_disk) > 10
+    assert not [p for p in on_disk if p.name.endswith(files.PART_SUFFIX)]
+    assert check(out, market="mkt").ok
+
+
+def test_column_names_go_through_the_input_boundary(tmp_path):
+    d = tmp_path / "csv"
+    d.mkdir()
+    bars = make_bars(6, 4)
+    bars.rename(columns={"close": "$Close", "open": "OPEN"}).to_csv(d / "A.csv", index=False)
+    build(d, tmp_path / "ok")  # Qlib-style '$' and upper case are the same columns
+    start, values = read_bin(tmp_path / "ok" / "features" / "a" / "close.day.bin")
+    np.testing.assert_allclose(values, bars["close"].to_numpy(), rtol=1e-6)
+    bars.assign(Close=bars["close"]).to_csv(d / "A.csv", index=False)
+    with pytest.raises(InputError, match=r"columns 'close' and 'Close' are both 'close'"):
+        build(d, tmp_path / "bad")
+
+
+def test_the_builder_does_not_load_qlib():
+    """``qlib-data build`` is numpy/pandas only: the adapter package imports Qlib lazily."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kronos_alpha.adapters.qlib.data, kronos_alpha.adapters.qlib.riskmodel; "
+        "print(sorted(m for m in sys.modules if m == 'qlib' or m.startswith('qlib.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

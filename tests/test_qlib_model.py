@@ -17,7 +17,7 @@ pytest.importorskip("qlib")
 import qlib  # noqa: E402
 from conftest import make_bars
 from kronos_alpha.adapters.qlib import KronosHandler, KronosModel, check_benchmark, raw_bars  # noqa: E402
-from kronos_alpha.adapters.qlib_data import build  # noqa: E402
+from kronos_alpha.adapters.qlib.data import build  # noqa: E402
 from qlib.data.dataset import DatasetH, TSDatasetH  # noqa: E402
 from qlib.data.dataset.handler import DataHandlerLP  # noqa: E402
 

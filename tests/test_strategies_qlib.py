@@ -10,14 +10,16 @@ import pytest
 
 pytest.importorskip("qlib")
 
-from kronos_alpha.strategies import (  # noqa: E402
+from kronos_alpha.adapters.qlib import (  # noqa: E402
     CheckedEnhancedIndexingStrategy,
-    InfeasibleWeightsError,
     TopKWeightStrategy,
+    write_riskmodel_files,
+)
+from kronos_alpha.strategies import (  # noqa: E402
+    InfeasibleWeightsError,
     daily_returns,
     factor_exposures,
     topk_step,
-    write_riskmodel_files,
 )
 from qlib.backtest.position import Position  # noqa: E402
 from qlib.contrib.strategy.optimizer import EnhancedIndexingOptimizer  # noqa: E402

@@ -144,7 +144,7 @@ def test_real_qlib_backtest_with_topk_strategy_config(real):
 
     strategy = {
         "class": "TopKWeightStrategy",
-        "module_path": "kronos_alpha.strategies",
+        "module_path": "kronos_alpha.adapters.qlib",
         "kwargs": {"signal": real["signal"], "topk": 6, "n_drop": 2, "hold_period": 3},
     }
     executor = {

@@ -45,7 +45,7 @@ def register(sub) -> None:
 
 
 def run_build(args) -> int:
-    from kronos_alpha.adapters.qlib_data import build
+    from kronos_alpha.adapters.qlib.data import build
 
     report = build(
         args.source, args.out, args.market, args.freq, args.instrument_column, args.overwrite
@@ -55,7 +55,7 @@ def run_build(args) -> int:
 
 
 def run_check(args) -> int:
-    from kronos_alpha.adapters.qlib_data import check
+    from kronos_alpha.adapters.qlib.data import check
 
     fields = tuple(f.strip() for f in args.fields.split(",") if f.strip())
     report = check(args.folder, args.freq, fields, args.market, args.benchmark, deep=not args.quick)

@@ -1,8 +1,9 @@
-"""Qlib strategies over the same pandas weight logic, for PortAnaRecord / backtest YAML.
+"""Qlib strategies over the same pandas weight logic (``kronos_alpha.strategies.topk``), for
+PortAnaRecord / backtest YAML.
 
     strategy:
       class: TopKWeightStrategy
-      module_path: kronos_alpha.strategies
+      module_path: kronos_alpha.adapters.qlib
       kwargs: {signal: <PRED>, topk: 50, n_drop: 5, hold_period: 5, weighting: equal}
 
 Qlib's account cannot hold short positions, so the Qlib classes are long-only; the long-short
@@ -13,10 +14,9 @@ with ``_`` because Qlib's pickling drops those.
 from __future__ import annotations
 
 import pandas as pd
+from kronos_alpha.strategies.errors import InfeasibleWeightsError
+from kronos_alpha.strategies.topk import topk_step
 from qlib.contrib.strategy.signal_strategy import EnhancedIndexingStrategy, WeightStrategyBase
-
-from .errors import InfeasibleWeightsError
-from .topk import topk_step
 
 
 def day_scores(score, column: str | None) -> pd.Series:

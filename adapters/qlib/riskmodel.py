@@ -8,6 +8,9 @@ Model: on each day s, a cross-sectional OLS of the daily returns of s on the exp
 gives factor returns f_s and residuals u_s. For a date t, ``factor_cov`` is the covariance of
 f over the ``window`` days ending at t, ``specific_risk`` the std of each stock's residuals over
 the same days, and ``factor_exp`` the exposures of t. Nothing after t is used.
+
+The files are pickles because that is the format Qlib reads; each is written atomically
+(``kronos_alpha.files.atomic_write``), so Qlib never reads half of one. Nothing here loads one.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from kronos_alpha.strategies.errors import StrategyInputError
+from kronos_alpha.strategies.neutralize import design_matrix
 
-from .errors import StrategyInputError
-from .neutralize import design_matrix
+from kronos_alpha.files import atomic_write
 
 
 def factor_returns(
@@ -42,6 +46,11 @@ def factor_returns(
         frows[date] = pd.Series(beta, index=X.columns)
         urows[date] = pd.Series(y.to_numpy() - Xv @ beta, index=y.index)
     return pd.DataFrame(frows).T, pd.DataFrame(urows).T
+
+
+def write_pickle(path: Path, table: pd.DataFrame) -> Path:
+    """One risk-model table in Qlib's format (a pandas pickle), atomically."""
+    return atomic_write(path, lambda f: table.to_pickle(f))
 
 
 def write_riskmodel_files(
@@ -73,9 +82,12 @@ def write_riskmodel_files(
         spec = hist_u.std().where(hist_u.count() >= min_obs).dropna()
         names = X.index.intersection(spec.index)
         folder = root / f"{date:%Y%m%d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        X.loc[names].to_pickle(folder / "factor_exp.pkl")
-        hist_f[X.columns].cov().to_pickle(folder / "factor_cov.pkl")
-        spec[names].to_frame("specific_risk").to_pickle(folder / "specific_risk.pkl")
+        tables = {
+            "factor_exp.pkl": X.loc[names],
+            "factor_cov.pkl": hist_f[X.columns].cov(),
+            "specific_risk.pkl": spec[names].to_frame("specific_risk"),
+        }
+        for name, table in tables.items():
+            write_pickle(folder / name, table)
         written.append(folder)
     return written

@@ -11,7 +11,9 @@ Layout written (Qlib's file storage, as ``scripts/dump_bin.py`` writes it):
 Fields: open, high, low, close, volume, plus factor when given; ``change`` is recomputed as a
 fraction (close / previous close - 1); ``amount`` is written when given or derivable as
 vwap * volume, ``vwap`` when given or derivable as amount / volume. Nothing is filled in:
-a suspension stays visible (volume 0 or NaN), and the build reports it.
+a suspension stays visible (volume 0 or NaN), and the build reports it. Column names go
+through the input boundary (``panel.clean_columns``); every file is written by
+``kronos_alpha.files.atomic_write``, so a reader never sees half a bin.
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.inference.panel import InputError
+from kronos_alpha.files import atomic_write, write_text
+from kronos_alpha.inference.panel import (
+    PRICE_COLS,
+    InputError,
+    clean_columns,
+    column_name,
+    missing_prices,
+)
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ["open", "high", "low", "close"]
 OPTIONAL = ["volume", "amount", "vwap", "factor"]
 DATE_NAMES = ["datetime", "date", "timestamp", "timestamps", "time", "trade_date"]
 CODE_NAMES = ["instrument", "symbol", "code", "ticker", "stock_code", "ts_code"]
@@ -52,7 +60,7 @@ class BuildReport:
 
 
 def _find_column(df: pd.DataFrame, names: list[str], what: str, source: str) -> str:
-    lower = {str(c).lower(): c for c in df.columns}
+    lower = {column_name(c): c for c in df.columns}
     for n in names:
         if n in lower:
             return lower[n]
@@ -105,8 +113,7 @@ def _index_by_date(df: pd.DataFrame, source: str) -> pd.DataFrame:
         raise InputError(
             f"{source}: column {date_col!r} has values that are not dates: {exc}"
         ) from exc
-    df = df.drop(columns=[date_col])
-    df.columns = [str(c).lower() for c in df.columns]
+    df = clean_columns(df.drop(columns=[date_col]), source, features_only=False)
     df.index = pd.DatetimeIndex(dates, name="datetime")
     df.attrs["source"] = source  # error messages name the file (and instrument)
     return df
@@ -114,7 +121,7 @@ def _index_by_date(df: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def validate_bars(df: pd.DataFrame, source: str, report: BuildReport) -> pd.DataFrame:
     """Check one instrument's bars; return them as floats. Errors name the file and the row."""
-    missing = [c for c in REQUIRED if c not in df.columns]
+    missing = missing_prices(df.columns)
     if missing:
         raise InputError(f"{source}: missing column(s) {missing}; found {list(df.columns)}")
     if df.index.hasnans:
@@ -127,12 +134,12 @@ def validate_bars(df: pd.DataFrame, source: str, report: BuildReport) -> pd.Data
         raise InputError(
             f"{source}: dates out of order at row {pos} ({df.index[pos - 1]} then {df.index[pos]})"
         )
-    cols = [c for c in REQUIRED + OPTIONAL if c in df.columns]
+    cols = [c for c in PRICE_COLS + OPTIONAL if c in df.columns]
     try:
         df = df[cols].astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{source}: a price/volume column is not numeric: {exc}") from exc
-    prices = df[REQUIRED]
+    prices = df[PRICE_COLS]
     all_nan = prices.isna().all(axis=1)
     partial = prices.isna().any(axis=1) & ~all_nan
     if partial.any():
@@ -189,7 +196,8 @@ def _fmt_dates(idx: pd.DatetimeIndex, freq: str) -> list[str]:
 
 
 def write_bin(path: Path, start_index: int, values: np.ndarray) -> None:
-    np.hstack([[start_index], values]).astype("<f4").tofile(path)
+    """One field of one instrument: its first calendar index, then the values, as float32."""
+    atomic_write(path, np.hstack([[start_index], values]).astype("<f4").tobytes())
 
 
 def build(
@@ -214,9 +222,7 @@ def build(
     calendar = pd.DatetimeIndex(sorted(set().union(*[set(f.index) for f in frames.values()])))
     pos = pd.Series(np.arange(len(calendar)), index=calendar)
     fields = sorted(set().union(*[set(f.columns) for f in frames.values()]) | {"change"})
-    (out / "calendars").mkdir(parents=True, exist_ok=True)
-    (out / "instruments").mkdir(parents=True, exist_ok=True)
-    (out / "calendars" / f"{freq}.txt").write_text("\n".join(_fmt_dates(calendar, freq)) + "\n")
+    write_text(out / "calendars" / f"{freq}.txt", "\n".join(_fmt_dates(calendar, freq)) + "\n")
     lines = []
     for code, df in frames.items():
         first, last = int(pos[df.index[0]]), int(pos[df.index[-1]])
@@ -224,7 +230,6 @@ def build(
         report.gap_days += len(aligned) - len(df)
         aligned["change"] = _change(aligned["close"])
         folder = out / "features" / code.lower()
-        folder.mkdir(parents=True, exist_ok=True)
         for name in aligned.columns:
             write_bin(folder / f"{name}.{freq}.bin", first, aligned[name].to_numpy())
         lines.append(
@@ -232,9 +237,9 @@ def build(
         )
         report.rows += len(df)
     text = "\n".join(lines) + "\n"
-    (out / "instruments" / "all.txt").write_text(text)
+    write_text(out / "instruments" / "all.txt", text)
     if market and market != "all":
-        (out / "instruments" / f"{market}.txt").write_text(text)
+        write_text(out / "instruments" / f"{market}.txt", text)
     if report.gap_days:
         report.warnings.append(
             f"{report.gap_days} calendar day(s) fall inside an instrument's span without a row; "
@@ -369,8 +374,8 @@ def check(
                 data[f] = pd.Series(
                     values, index=cal[start : start + len(values)], dtype=np.float64
                 )
-        if deep and all(f in data for f in REQUIRED):
-            p = pd.DataFrame({f: data[f] for f in REQUIRED}).dropna()
+        if deep and all(f in data for f in PRICE_COLS):
+            p = pd.DataFrame({f: data[f] for f in PRICE_COLS}).dropna()
             tol = 1e-4 * p["close"].abs()
             bad = (p["high"] < p[["open", "close", "low"]].max(axis=1) - tol) | (
                 p["low"] > p[["open", "close", "high"]].min(axis=1) + tol
