@@ -27,11 +27,14 @@ its past, so there the forecaster extrapolates future stamps).
 
 Warm-up and gaps. The indicator's minimum period is ``lookback`` (clipped to the model's
 context): the first ``lookback - 1`` bars are NaN. A bar the forecaster skips (a suspended bar
-with volume 0, see ``kronos_alpha.inference.forecaster``) is NaN too. A bar with a NaN price raises
-``InputError`` naming the data and the bar, unless ``nan_bars="skip"`` hands it to the
-forecaster's suspended-bar policy. A feed without volume (all NaN or 0) is forecast from prices
-only, with a warning. Daily and longer bars are stamped with their date (backtrader stamps them
-at the session end); intraday bars keep their time.
+with volume 0, see ``kronos_alpha.inference.forecaster``) is NaN too. Bars are checked by the
+input boundary (``kronos_alpha.inference.panel.check_feed_bars``, as vectorbt's columns are): a
+NaN price between the feed's first and last priced bar raises ``InputError`` naming the data,
+the price and the bar, unless ``nan_bars="skip"`` hands it to the forecaster's suspended-bar
+policy; all-NaN bars before the first priced bar (not yet listed) or after the last are NaN
+lines. A feed without volume (all NaN or 0) is forecast from prices only, with a warning.
+Daily and longer bars are stamped with their date (backtrader stamps them at the session end);
+intraday bars keep their time.
 
 backtrader 1.9.78 pitfalls:
 - Headless plotting: ``matplotlib.use("Agg")`` and ``import matplotlib.pyplot`` before
@@ -47,7 +50,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -56,19 +58,15 @@ import numpy as np
 import pandas as pd
 
 from kronos_alpha.inference.forecaster import Forecaster
-from kronos_alpha.inference.panel import InputError
+from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, check_feed_bars
+from kronos_alpha.inference.settings import ForecastSettings, quantile_column
 
-PRICES = ("open", "high", "low", "close")
-BAR_COLUMNS = (*PRICES, "volume")
-NAN_BAR_POLICIES = ("raise", "skip")
+FEED_LINES = (*PRICE_COLS, VOLUME_COL)  # the lines a feed needs: Kronos reads whole bars
 _ORDINAL_1970 = 719163  # backtrader's float dates count days from 0001-01-01 (ordinal 1)
 _FORECASTERS: dict = {}  # (model, tokenizer) -> Forecaster: indicators naming a model share it
 _TABLES: OrderedDict = OrderedDict()  # (settings, bars digest) -> forecast table (a small LRU)
 _TABLES_KEPT = 8
-
-
-def quantile_column(q: float) -> str:
-    return f"ret_q{q * 100:g}"
+OVERRIDES = ("lookback", "horizon", "sample_count", "cache_dir")  # None: the forecaster's
 
 
 def bar_times(data) -> pd.DatetimeIndex:
@@ -129,24 +127,12 @@ class _Group:
         """The first ``n_past`` bars with values, then the later bar times the feed holds (NaN rows:
         they give the forecaster its calendar, never prices)."""
         times = bar_times(data)
-        cols = {c: np.asarray(getattr(data.lines, c).array, dtype=np.float64) for c in BAR_COLUMNS}
+        cols = {c: np.asarray(getattr(data.lines, c).array, dtype=np.float64) for c in FEED_LINES}
         df = pd.DataFrame(cols, index=times)
         df.index.name = "datetime"
-        past = df.iloc[:n_past]
-        bad = ~np.isfinite(past[list(PRICES)].to_numpy()).all(axis=1)
-        if bad.any() and self.nan_bars == "raise":
-            t = past.index[bad.argmax()]
-            raise InputError(
-                f"data {name!r} has a NaN price on the bar of {t} ({int(bad.sum())} such bars); "
-                "clean the feed, or pass nan_bars='skip' to treat them as suspended bars"
-            )
-        vol = past["volume"].to_numpy()
-        if n_past and not (np.isfinite(vol) & (vol > 0)).any() and name not in self.warned:
+        warn = name not in self.warned  # next mode looks at every bar: warn once per data
+        if check_feed_bars(df.iloc[:n_past], name, self.nan_bars, "data", warn, 4) is not None:
             self.warned.add(name)
-            warnings.warn(
-                f"data {name!r} has no volume (all NaN or 0): Kronos forecasts it from prices only",
-                stacklevel=4,
-            )
         if n_past < len(df):
             df.iloc[n_past:] = np.nan
         return df
@@ -166,8 +152,7 @@ class _Group:
         if fc.seed is None:  # fresh samples every run: nothing to reuse
             return fc.forecast(panel)
         h = hashlib.sha256(fc.weights_digest().encode())
-        params = {k: v for k, v in fc.get_params().items() if k not in ("model", "tokenizer")}
-        h.update(repr(sorted(params.items())).encode())
+        h.update(repr(fc.settings).encode())
         for name, df in panel.items():
             h.update(name.encode() + df.index.asi8.tobytes() + df.to_numpy().tobytes())
         key = h.hexdigest()
@@ -186,7 +171,7 @@ class _Group:
     # -- next (live, replay) ------------------------------------------------------------------
     @staticmethod
     def bar_key(data) -> bytes:
-        now = [len(data), data.datetime[0], *(getattr(data.lines, c)[0] for c in BAR_COLUMNS)]
+        now = [len(data), data.datetime[0], *(getattr(data.lines, c)[0] for c in FEED_LINES)]
         return np.asarray(now, dtype=np.float64).tobytes()
 
     def next_values(self, data, name: str) -> np.ndarray:
@@ -213,6 +198,30 @@ class _Group:
                 self.live[n] = (key, self._rows(table, n, pd.DatetimeIndex([t]))[0])
 
 
+def band_quantiles(quantiles) -> tuple[float, float]:
+    """The (lower, upper) levels of the band lines."""
+    if len(quantiles) != 2 or not 0 < quantiles[0] < quantiles[1] < 1:
+        raise ValueError(
+            f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {quantiles!r}"
+        )
+    return float(quantiles[0]), float(quantiles[1])
+
+
+def indicator_settings(p, base: Forecaster) -> ForecastSettings:
+    """The forecaster's settings (or ``settings=``) with this indicator's overrides: one
+    ``replace``, validated there. The table also holds the band's quantiles."""
+    start = base.settings
+    if isinstance(p.settings, ForecastSettings):
+        start = p.settings
+    elif p.settings is not None:
+        start = start.replace(**dict(p.settings))
+    changes = {k: getattr(p, k) for k in OVERRIDES if getattr(p, k) is not None}
+    if p.seed != "forecaster":
+        changes["seed"] = p.seed
+    changes["quantiles"] = tuple(sorted({*start.quantiles, *band_quantiles(p.quantiles)}))
+    return start.replace(**changes)
+
+
 def resolve_forecaster(p) -> tuple[Forecaster, Forecaster]:
     """(the user's or shared forecaster, a copy with this indicator's settings sharing its model)."""
     base = p.forecaster
@@ -225,20 +234,10 @@ def resolve_forecaster(p) -> tuple[Forecaster, Forecaster]:
         base = _FORECASTERS[key]
     elif not isinstance(base, Forecaster):
         raise TypeError(f"forecaster must be a kronos_alpha.Forecaster, got {type(base).__name__}")
-    if len(p.quantiles) != 2 or not 0 < p.quantiles[0] < p.quantiles[1] < 1:
-        raise ValueError(
-            f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {p.quantiles!r}"
-        )
-    if p.nan_bars not in NAN_BAR_POLICIES:
-        raise ValueError(f"nan_bars must be one of {NAN_BAR_POLICIES}, got {p.nan_bars!r}")
-    settings = {k: getattr(p, k) for k in ("lookback", "horizon", "sample_count") if getattr(p, k)}
-    if p.seed != "forecaster":
-        settings["seed"] = p.seed
-    if p.cache_dir is not None:
-        settings["cache_dir"] = p.cache_dir
-    settings["quantiles"] = tuple(sorted({*base.quantiles, *p.quantiles}))
+    settings = indicator_settings(p, base)
+    old = base.settings.as_dict()
     fc = copy.copy(base.load())  # shares the loaded model; the user's object stays untouched
-    fc.set_params(**settings)
+    fc.set_params(**{k: v for k, v in settings.as_dict().items() if v != old[k]})
     return base, fc
 
 
@@ -246,10 +245,15 @@ class KronosIndicator(bt.Indicator):
     """Kronos forecast of the return over the next ``horizon`` bars, per bar, without look-ahead.
 
     Params: ``forecaster`` (a ``kronos_alpha.Forecaster``) or ``model`` (a zoo name, Hub id or
-    folder; ``tokenizer`` when the model names none); ``lookback``, ``horizon``,
-    ``sample_count`` (None: the forecaster's), ``seed`` (default: the forecaster's; None
-    samples afresh and disables every cache), ``quantiles`` (lower, upper) for the band lines,
-    ``cache_dir`` (the forecaster's disk cache), ``nan_bars`` ("raise" or "skip").
+    folder; ``tokenizer`` when the model names none). ``settings``: a ``ForecastSettings`` to
+    use instead of the forecaster's, or a mapping of changes to them. Overrides on top, each
+    None (the default) for the forecaster's: ``lookback``, ``horizon``, ``sample_count``,
+    ``cache_dir`` (the forecaster's disk cache); ``seed`` defaults to the string
+    ``"forecaster"`` instead, because None is a seed value (it samples afresh and disables
+    every cache). All of them become one ``ForecastSettings.replace``, validated there.
+    ``quantiles`` (lower, upper) are the band lines' levels; their default (0.1, 0.9) is the
+    indicator's own, since the forecaster may report any number of quantiles and the two lines
+    need two (the table holds both sets). ``nan_bars``: "raise" or "skip" (module docstring).
     See the module docstring for the modes, warm-up and pitfalls.
     """
 
@@ -259,6 +263,7 @@ class KronosIndicator(bt.Indicator):
         ("forecaster", None),
         ("model", None),
         ("tokenizer", None),
+        ("settings", None),
         ("lookback", None),
         ("horizon", None),
         ("sample_count", None),
@@ -277,20 +282,20 @@ class KronosIndicator(bt.Indicator):
 
     def __init__(self):
         lines = getattr(self.data, "lines", None)
-        missing = [c for c in BAR_COLUMNS if not hasattr(lines, c)]
+        missing = [c for c in FEED_LINES if not hasattr(lines, c)]
         if missing:
             raise InputError(
-                f"KronosIndicator needs a data feed with {list(BAR_COLUMNS)} lines (Kronos reads whole "
+                f"KronosIndicator needs a data feed with {list(FEED_LINES)} lines (Kronos reads whole "
                 f"bars); got {type(self.data).__name__} without {missing}"
             )
         base, self.forecaster = resolve_forecaster(self.p)
         self.lookback_ = min(int(self.forecaster.lookback), self.forecaster.max_context_)
         strategy = _owner_strategy(self)
         registry = {} if strategy is None else vars(strategy).setdefault("_kronos_groups", {})
-        params = self.forecaster.get_params()
-        key = (id(base), self.p.nan_bars, tuple(self.p.quantiles), repr(sorted(params.items())))
+        band = band_quantiles(self.p.quantiles)
+        key = (id(base), self.p.nan_bars, band, self.forecaster.settings)
         if key not in registry:
-            registry[key] = _Group(self.forecaster, self.p.quantiles, self.p.nan_bars, strategy)
+            registry[key] = _Group(self.forecaster, band, self.p.nan_bars, strategy)
         self.group = registry[key]
         self.name = self.group.add(self.data)
         self.addminperiod(self.lookback_)
@@ -320,4 +325,4 @@ class KronosIndicator(bt.Indicator):
 
 Kronos = KronosIndicator
 
-__all__ = ["Kronos", "KronosIndicator", "bar_times", "quantile_column"]
+__all__ = ["Kronos", "KronosIndicator", "bar_times"]

@@ -19,16 +19,25 @@ sample_count) combination of the run, over every column and bar in one batched c
 other parameter sweep (thresholds via the generated ``*_above`` / ``*_below`` /
 ``*_crossed_above`` methods) works on those outputs only.
 
-Run keywords: ``forecaster`` (a ``Forecaster``) or ``model`` (a zoo name, Hub id or folder, with
-``tokenizer`` when needed); ``seed`` (default: the forecaster's); ``quantiles``; ``cache_dir``;
-``nan_bars``.
+Parameters ``lookback``, ``horizon``, ``sample_count``: None (the default) takes the
+forecaster's; a parameter left None has no column level. Run keywords: ``forecaster`` (a
+``Forecaster``) or ``model`` (a zoo name, Hub id or folder, with ``tokenizer`` when needed);
+``settings`` (a ``ForecastSettings`` to use instead of the forecaster's, or a mapping of changes
+to them); ``seed`` and ``cache_dir`` (None: the forecaster's). Each combination's settings are
+one ``ForecastSettings.replace`` of those, validated there. vectorbt itself reads ``seed`` (an
+integer also seeds numpy's global generator; None means not given), so fresh samples
+(seed None) are asked for with ``settings=dict(seed=None)`` or a forecaster whose seed is None.
+``quantiles`` (lower, upper) are the band outputs' levels; their default (0.1, 0.9) is the
+signal's own, since the forecaster may report any number of quantiles and the two outputs need
+two (the table holds both sets). ``nan_bars``: "raise" or "skip".
 
 Warm-up and gaps: the first ``lookback - 1`` bars of each column are NaN, and so are bars the
-forecaster skips (suspended: volume 0). All-NaN bars before an instrument's first priced bar or
-after its last (not yet listed / delisted in a wide panel) are NaN outputs. A NaN price between
-those raises ``InputError`` naming the column and bar, unless ``nan_bars="skip"`` hands it to the
-forecaster's suspended-bar policy. A column without volume (all NaN or 0) is forecast from prices
-only, with a warning.
+forecaster skips (suspended: volume 0). Each column is checked by the input boundary
+(``kronos_alpha.inference.panel.check_feed_bars``, as backtrader's datas are): all-NaN bars
+before an instrument's first priced bar or after its last (not yet listed / delisted in a wide
+panel) are NaN outputs; a NaN price between those raises ``InputError`` naming the column, the
+price and the bar, unless ``nan_bars="skip"`` hands it to the forecaster's suspended-bar policy.
+A column without volume (all NaN or 0) is forecast from prices only, with a warning.
 
 vectorbt 1.2.0 notes: the first call of a numba function compiles it (seconds); statistics
 annualise with ``vbt.settings.returns["year_freq"]`` (365 days by default): use
@@ -38,7 +47,6 @@ annualise with ``vbt.settings.returns["year_freq"]`` (365 days by default): use
 from __future__ import annotations
 
 import copy
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -47,17 +55,13 @@ from kronos_alpha.strategies import topk_weights
 from kronos_alpha.strategies.signal import to_wide
 
 from kronos_alpha.inference.forecaster import Forecaster
-from kronos_alpha.inference.panel import InputError
+from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, check_feed_bars
+from kronos_alpha.inference.settings import ForecastSettings, quantile_column
 
 YEAR_FREQ = "252 days"
-PRICES = ("open", "high", "low", "close")
-NAN_BAR_POLICIES = ("raise", "skip")
+PARAMS = ("lookback", "horizon", "sample_count")  # the factory's parameters; None: the forecaster's
 OUTPUTS = ("pred_return", "lower", "upper", "prob_up")
 _FORECASTERS: dict = {}  # (model, tokenizer) -> Forecaster: runs naming a model share one load
-
-
-def _quantile_column(q: float) -> str:
-    return f"ret_q{q * 100:g}"
 
 
 def _base_forecaster(forecaster, model, tokenizer) -> Forecaster:
@@ -82,9 +86,7 @@ def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[st
     not traded; their times remain its calendar); NaN prices inside the span are an error
     (``nan_bars="raise"``) or passed on as suspended bars (``"skip"``).
     """
-    if nan_bars not in NAN_BAR_POLICIES:
-        raise ValueError(f"nan_bars must be one of {NAN_BAR_POLICIES}, got {nan_bars!r}")
-    frames = dict(zip((*PRICES, "volume"), (open, high, low, close, volume)))
+    frames = dict(zip((*PRICE_COLS, VOLUME_COL), (open, high, low, close, volume)))
     index = close.index
     if not isinstance(index, pd.DatetimeIndex):
         raise InputError(
@@ -96,27 +98,9 @@ def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[st
             {k: np.asarray(v.iloc[:, j], dtype=np.float64) for k, v in frames.items()}
         )
         df.index = index
-        priced = np.isfinite(df[list(PRICES)].to_numpy()).all(axis=1)
-        anything = np.isfinite(df[list(PRICES)].to_numpy()).any(axis=1)
         name = str(col)
-        if not anything.any():
+        if check_feed_bars(df, name, nan_bars, "column", stacklevel=3) is None:
             continue  # an instrument with no bars at all in this span: all outputs NaN
-        first, last = int(np.argmax(anything)), len(df) - int(np.argmax(anything[::-1]))
-        bad = ~priced[first:last]
-        if bad.any() and nan_bars == "raise":
-            t = df.index[first + int(np.argmax(bad))]
-            raise InputError(
-                f"column {name!r} has a NaN price on the bar of {t} ({int(bad.sum())} such bars "
-                "inside its priced span); clean the bars, or pass nan_bars='skip' to treat them "
-                "as suspended bars"
-            )
-        span = df.iloc[first:last]
-        vol = span["volume"].to_numpy()
-        if not (np.isfinite(vol) & (vol > 0)).any():
-            warnings.warn(
-                f"column {name!r} has no volume (all NaN or 0): Kronos forecasts it from prices only",
-                stacklevel=3,
-            )
         panel[name] = df  # rows outside the span stay: NaN bars, yet the calendar's times
     if not panel:
         raise InputError("no column has any priced bar")
@@ -126,6 +110,14 @@ def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[st
 def _wide(table: pd.DataFrame, column: str, index, columns) -> np.ndarray:
     wide = table[column].unstack("instrument")
     return wide.reindex(index=index, columns=[str(c) for c in columns]).to_numpy(np.float64)
+
+
+def combo_settings(start: ForecastSettings, combo, band, seed, cache_dir) -> ForecastSettings:
+    """One parameter combination's settings: one ``replace`` of ``start``, validated there."""
+    changes = {k: int(v) for k, v in zip(PARAMS, combo) if v is not None}
+    changes.update({k: v for k, v in (("seed", seed), ("cache_dir", cache_dir)) if v is not None})
+    changes["quantiles"] = tuple(sorted({*start.quantiles, *band}))
+    return start.replace(**changes)
 
 
 def kronos_cache(
@@ -140,7 +132,8 @@ def kronos_cache(
     forecaster=None,
     model=None,
     tokenizer=None,
-    seed="forecaster",
+    settings=None,
+    seed=None,
     quantiles=(0.1, 0.9),
     cache_dir=None,
     nan_bars="raise",
@@ -150,19 +143,23 @@ def kronos_cache(
         raise ValueError(
             f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {quantiles!r}"
         )
-    base = _base_forecaster(forecaster, model, tokenizer).load()
+    base = _base_forecaster(forecaster, model, tokenizer)
+    start = base.settings
+    if isinstance(settings, ForecastSettings):
+        start = settings
+    elif settings is not None:
+        start = start.replace(**dict(settings))
+    combos = {c: combo_settings(start, c, quantiles, seed, cache_dir)
+              for c in dict.fromkeys(zip(lookbacks, horizons, sample_counts))}  # fmt: skip
     panel = to_panel(open, high, low, close, volume, nan_bars)
-    columns = ["pred_return", *map(_quantile_column, quantiles), "prob_up"]
+    base.load()
+    old = base.settings.as_dict()
+    columns = ["pred_return", *map(quantile_column, quantiles), "prob_up"]
     out = {}
-    for combo in dict.fromkeys(zip(lookbacks, horizons, sample_counts)):
+    for combo, s in combos.items():
         fc = copy.copy(base)  # shares the loaded model; the user's object stays untouched
-        settings = dict(zip(("lookback", "horizon", "sample_count"), map(int, combo)))
-        settings["quantiles"] = tuple(sorted({*base.quantiles, *quantiles}))
-        if seed != "forecaster":
-            settings["seed"] = seed
-        if cache_dir is not None:
-            settings["cache_dir"] = cache_dir
-        table = fc.set_params(**settings).forecast(panel)
+        fc.set_params(**{k: v for k, v in s.as_dict().items() if v != old[k]})
+        table = fc.forecast(panel)
         out[combo] = tuple(_wide(table, c, close.index, close.columns) for c in columns)
     return out
 
@@ -181,9 +178,10 @@ KronosSignal = vbt.IndicatorFactory(
     kronos_apply,
     cache_func=kronos_cache,
     keep_pd=True,
-    lookback=90,
-    horizon=10,
-    sample_count=5,
+    pass_seed=True,  # vectorbt's own run keyword: hand it on to kronos_cache
+    lookback=None,
+    horizon=None,
+    sample_count=None,
 )
 
 

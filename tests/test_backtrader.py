@@ -203,3 +203,33 @@ def test_bad_params_are_named(panel, forecaster):
         run(frames(panel), runonce=True, ind={})
     with pytest.raises(ValueError, match="quantiles"):
         run(frames(panel), runonce=True, ind=dict(forecaster=forecaster, quantiles=(0.9, 0.1)))
+
+
+def test_overrides_are_one_replace_of_the_forecasters_settings(panel, forecaster):
+    from kronos_alpha.inference.settings import SettingsError
+
+    feeds = {NAMES[0]: frames(panel)[NAMES[0]].iloc[:24]}
+    _, strat = run(feeds, runonce=True, ind=dict(forecaster=forecaster, horizon=2, seed=7))
+    got = strat.ind[NAMES[0]].forecaster
+    assert got.settings == forecaster.settings.replace(horizon=2, seed=7)  # bands 0.1/0.9 held
+    assert got.model_ is forecaster.model_ and forecaster.horizon == HORIZON  # user's untouched
+    start = forecaster.settings.replace(sample_count=3, quantiles=(0.25, 0.75))
+    _, strat = run(feeds, runonce=True, ind=dict(forecaster=forecaster, settings=start))
+    got = strat.ind[NAMES[0]].forecaster.settings
+    assert got == start.replace(quantiles=(0.1, 0.25, 0.75, 0.9))
+    _, strat = run(feeds, runonce=True, ind=dict(forecaster=forecaster, settings={"horizon": 4}))
+    assert strat.ind[NAMES[0]].forecaster.settings == forecaster.settings.replace(horizon=4)
+    with pytest.raises(SettingsError, match="lookback must be at least 2"):
+        run(feeds, runonce=True, ind=dict(forecaster=forecaster, lookback=1))
+    with pytest.raises(InputError, match="nan_bars must be one of"):
+        run(feeds, runonce=True, ind=dict(forecaster=forecaster, nan_bars="drop"))
+
+
+def test_bars_before_listing_are_nan_lines_not_errors(panel, forecaster):
+    df = frames(panel)[NAMES[0]].copy()
+    df.iloc[:3] = np.nan  # a feed aligned to a longer calendar: not listed yet
+    got, _ = run({NAMES[0]: df}, runonce=True, ind=dict(forecaster=forecaster))
+    want = expected(forecaster, {NAMES[0]: df}).droplevel("instrument").reindex(df.index)
+    assert got[NAMES[0]].iloc[: 3 + LOOKBACK - 1].isna().all().all()
+    assert got[NAMES[0]]["pred_return"].iloc[3 + LOOKBACK - 1 :].notna().all()
+    np.testing.assert_allclose(got[NAMES[0]].to_numpy(), want.to_numpy(), rtol=0, atol=0)

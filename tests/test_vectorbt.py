@@ -177,3 +177,27 @@ def test_topk_book_follows_the_strategies_weights(bars, signal):
     np.testing.assert_allclose(got.to_numpy(), weights[traded].to_numpy(), atol=0.01)
     assert pf.orders.count() > 0 and float(pf.orders.fees.sum()) > 0
     assert float(value.iloc[0]) == pytest.approx(1_000_000.0, rel=0.01)
+
+
+def test_defaults_are_the_forecasters_and_overrides_one_replace(bars, forecaster):
+    from kronos_alpha.inference.settings import SettingsError
+
+    two = {f: v.iloc[:, :2] for f, v in bars.items()}
+    sig = KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster)
+    assert list(sig.pred_return.columns) == NAMES[:2]  # None parameters: no column levels
+    want = forecaster.forecast(long_panel(two))["pred_return"].unstack("instrument")
+    np.testing.assert_array_equal(sig.pred_return.to_numpy(), want.reindex(sig.pred_return.index))
+    # seed is vectorbt's own run keyword too: it must still reach the forecaster
+    seeded = KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster, seed=7)
+    want = Forecaster(**{**forecaster.get_params(), "seed": 7}).forecast(long_panel(two))
+    want = want["pred_return"].unstack("instrument").reindex(sig.pred_return.index)
+    np.testing.assert_array_equal(seeded.pred_return.to_numpy(), want.to_numpy())
+    assert not np.allclose(seeded.pred_return.dropna(), sig.pred_return.dropna())
+    again = KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster,
+                             settings=forecaster.settings.replace(seed=7))  # fmt: skip
+    pd.testing.assert_frame_equal(again.pred_return, seeded.pred_return)
+    assert forecaster.seed == 0  # the user's forecaster is untouched
+    with pytest.raises(SettingsError, match="lookback must be at least 2"):
+        KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster, lookback=1)
+    with pytest.raises(SettingsError, match="no setting 'horizn'"):
+        KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster, settings={"horizn": 2})
