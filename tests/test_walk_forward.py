@@ -8,7 +8,6 @@ so the jump can be planted in Qlib's own files); skipped when the data or fixtur
 from __future__ import annotations
 
 import hashlib
-import pickle
 import shutil
 from pathlib import Path
 
@@ -186,9 +185,10 @@ def runs(tmp_path_factory):
 
 
 def _window(out: Path, i: int) -> dict:
-    (path,) = (out / "windows").glob(f"w{i:03d}_*.pkl")
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    from kronos_alpha.strategies.walk_forward import read_window
+
+    (path,) = (out / "windows").glob(f"w{i:03d}_*")
+    return read_window(path)
 
 
 def test_report_has_every_model_and_metric(runs):

@@ -12,6 +12,9 @@ Per model, over all windows' decision dates:
   sqrt(h)), on the same (t, instrument) pairs.
 Realised returns are ``factors.forward_returns`` (daily returns clipped at 30%, NaN across a
 suspension); pairs without one are left out of the probabilistic metrics.
+
+Files in the output folder: ``report.md``, the PNG charts, ``table.csv`` (the table) and
+``signals.parquet`` (every model's score at every (t, instrument) pair).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluation import evaluate, figure_saver, markdown_table
-from .factors import forward_returns
-from .forecast_metrics import (
+from kronos_alpha.files import atomic_write, write_parquet, write_text
+
+from ..evaluation import evaluate, figure_saver, markdown_table
+from ..factors import forward_returns
+from ..forecast_metrics import (
     central_coverage,
     crps_gaussian,
     crps_samples,
@@ -32,7 +37,7 @@ from .forecast_metrics import (
     newey_west_tstat,
     sample_interval,
 )
-from .topk import topk_weights
+from ..topk import topk_weights
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -202,8 +207,8 @@ def write_walk_forward_report(results: list[dict], data, cfg: dict, out: Path) -
     pngs = charts(curves, ics, calib, out)
     base = "kronos_zero_shot" if "kronos_zero_shot" in ics.columns else ics.columns[0]
     paired = paired_vs(ics, base, cfg["windows"]["horizon"] - 1)
-    table.to_csv(out / "table.csv")
-    signals.to_pickle(out / "signals.pkl")
+    atomic_write(out / "table.csv", lambda f: table.to_csv(f))
+    write_parquet(out / "signals.parquet", signals)
     w, p, k = cfg["windows"], cfg["portfolio"], cfg["kronos"]
     first, last = results[0]["window"], results[-1]["window"]
     lines = [
@@ -261,8 +266,7 @@ def write_walk_forward_report(results: list[dict], data, cfg: dict, out: Path) -
             f"{len(win['dates'])} | {lgb_s} | {ft_s} | {r['seconds']} |"
         )
     lines += [""] + [f"![{n}]({n})" for n in pngs] + [""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
+    path = write_text(out / "report.md", "\n".join(lines))
     return {"report": str(path), "table": table, "paired": paired, "charts": pngs}
 
 

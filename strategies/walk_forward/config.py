@@ -1,0 +1,185 @@
+"""The walk-forward configuration: defaults, checks, and the one ForecastSettings it implies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kronos_alpha.inference.panel import InputError
+from kronos_alpha.inference.settings import ForecastSettings, SettingsError, merge_mappings
+
+MODELS = (
+    "zero_info",
+    "reversal_5d",
+    "momentum_20d",
+    "lgb_alpha158",
+    "kronos_zero_shot",
+    "kronos_finetuned",
+)
+
+DEFAULTS = {
+    "output_dir": "runs/walk_forward",
+    "seed": 0,
+    "num_threads": 1,  # torch and LightGBM threads
+    "progress": True,
+    "data": {
+        "provider_uri": None,
+        "region": "cn",
+        "market": "csi300",
+        "benchmark": "SH000300",
+        "history_start": None,  # bars loaded from here (lookback, features, training)
+        "start": None,  # out-of-sample start (first test day)
+        "end": None,  # out-of-sample end
+        "max_instruments": None,  # seeded sample of the market's instruments (None: all)
+    },
+    "windows": {
+        "train_days": 500,
+        "valid_days": 90,
+        "step": 21,
+        "horizon": 5,
+        "decision_every": 5,
+    },
+    "portfolio": {
+        "topk": 20,
+        "n_drop": None,
+        "hold_period": 1,
+        "commission": 0.0005,
+        "slippage": 0.0005,
+    },
+    "baselines": {
+        "zero_info": True,
+        "reversal_5d": True,
+        "momentum_20d": True,
+        "hist_vol_window": 60,  # bars of the historical-volatility Gaussian forecast
+    },
+    "lightgbm": {
+        "enabled": True,
+        "every": 1,
+        "vwap": "auto",
+        "num_boost_round": 200,
+        "early_stopping_rounds": 20,
+        "params": {},
+    },
+    "kronos": {  # model, tokenizer, history_bars: walk-forward's; the rest: ForecastSettings
+        "enabled": True,
+        "model": None,
+        "tokenizer": None,
+        "lookback": 60,
+        "sample_count": 8,
+        "T": 1.0,
+        "top_p": 0.9,
+        "seed": 0,
+        "batch_size": None,
+        "history_bars": None,  # bars before a window given to the forecaster (None: 3 x lookback + 60)
+    },
+    "finetune": {
+        "enabled": False,
+        "every": 1,
+        "stride": 1,
+        "max_context": 512,
+        "tokenizer": {"train": False},
+        "predictor": {"epochs": 1, "batch_size": 32, "samples_per_epoch": 2000, "lr": 4e-5},
+    },
+}
+
+FREE_FORM = {("lightgbm", "params"), ("finetune", "tokenizer"), ("finetune", "predictor")}
+
+
+class WalkForwardConfigError(InputError):
+    """A walk-forward configuration field that is unknown, missing or inconsistent."""
+
+
+class LookAheadError(InputError):
+    """A window whose segments would let a fit see labels of a later segment."""
+
+
+def load_config(config) -> dict:
+    """A YAML path or a mapping -> the full configuration (defaults filled in, checked)."""
+    if isinstance(config, (str, Path)):
+        import yaml
+
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise WalkForwardConfigError("the configuration must be a mapping of fields")
+    cfg = merge_mappings(
+        DEFAULTS, config, strict=True, free_form=FREE_FORM, error=WalkForwardConfigError
+    )
+    d, w = cfg["data"], cfg["windows"]
+    for key in ("provider_uri", "start", "end"):
+        if not d[key]:
+            raise WalkForwardConfigError(f"data.{key} is required")
+    for key in ("start", "end", "history_start"):
+        if d[key] is not None:
+            d[key] = str(pd.Timestamp(d[key]).date())
+    if pd.Timestamp(d["start"]) > pd.Timestamp(d["end"]):
+        raise WalkForwardConfigError(f"data.start {d['start']} is after data.end {d['end']}")
+    for key in ("train_days", "valid_days", "step", "horizon", "decision_every"):
+        if not isinstance(w[key], int) or w[key] < 1:
+            raise WalkForwardConfigError(
+                f"windows.{key} must be a positive integer, got {w[key]!r}"
+            )
+    k = cfg["kronos"]
+    if k["enabled"] and not k["model"]:
+        raise WalkForwardConfigError(
+            "kronos.model is required (a Hub-format folder, or one with model/ and tokenizer/)"
+        )
+    if k["enabled"]:
+        try:
+            forecast_settings(cfg)  # checked here, before any data is loaded
+        except SettingsError as exc:
+            raise WalkForwardConfigError(f"kronos.{exc}") from None
+    if cfg["finetune"]["enabled"] and not k["enabled"]:
+        raise WalkForwardConfigError("finetune.enabled needs kronos.enabled")
+    h = w["horizon"]
+    need = k["lookback"] + 3 * h + 1  # purge h + 1, the fine-tune embargo h, one window
+    if cfg["finetune"]["enabled"] and w["valid_days"] < need:
+        raise WalkForwardConfigError(
+            f"windows.valid_days ({w['valid_days']}) leaves no fine-tuning validation window: "
+            f"it needs kronos.lookback + 3 x horizon + 1 = {need} bars"
+        )
+    if cfg["portfolio"]["topk"] < 1:
+        raise WalkForwardConfigError("portfolio.topk must be positive")
+    return cfg
+
+
+def forecast_settings(cfg: dict, cache_dir=None) -> ForecastSettings:
+    """The one ForecastSettings of every Kronos forecast of the run (base and fine-tuned).
+
+    The kronos block's forecast fields, the label horizon, the CPU when threads are pinned,
+    no tqdm bars (the run has its own). The sampled returns come from
+    ``Forecaster.sample_returns_``, so no paths are kept.
+    """
+    k = cfg["kronos"]
+    given = {name: k[name] for name in ForecastSettings.names() if name in k}
+    return ForecastSettings.build(
+        given,
+        horizon=cfg["windows"]["horizon"],
+        device="cpu" if cfg["num_threads"] else None,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        progress=False,
+    )
+
+
+def model_paths(cfg: dict) -> tuple[str, str]:
+    """(predictor folder, tokenizer folder) of the base checkpoint."""
+    k = cfg["kronos"]
+    model, tok = Path(k["model"]), k["tokenizer"]
+    if tok is None:
+        if (model / "model").is_dir() and (model / "tokenizer").is_dir():
+            return str(model / "model"), str(model / "tokenizer")
+        raise WalkForwardConfigError(
+            f"kronos.tokenizer is required: {model} has no model/ and tokenizer/ subfolders"
+        )
+    return str(model), str(tok)
+
+
+def enabled_models(cfg: dict) -> list[str]:
+    on = {name: bool(cfg["baselines"][name]) for name in MODELS[:3]}
+    on["lgb_alpha158"] = bool(cfg["lightgbm"]["enabled"])
+    on["kronos_zero_shot"] = bool(cfg["kronos"]["enabled"])
+    on["kronos_finetuned"] = bool(cfg["finetune"]["enabled"])
+    return [m for m in MODELS if on[m]]
