@@ -16,6 +16,8 @@ import empyrical
 import numpy as np
 import pandas as pd
 
+from kronos_alpha.files import save_figure, write_text
+
 from .errors import StrategyInputError
 from .factors import daily_returns, forward_returns
 from .signal import to_long, to_wide
@@ -175,12 +177,13 @@ def markdown_table(df: pd.DataFrame, fmt: str = "{:.4f}") -> str:
 
 
 def figure_saver(folder: Path, names: list[str]):
-    """save(fig, name): a tight PNG at 110 dpi in ``folder``, the figure closed, the name kept."""
+    """save(fig, name): a tight PNG at 110 dpi in ``folder`` (written atomically), the figure
+    closed, the name kept."""
     import matplotlib.pyplot as plt
 
     def save(fig, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(Path(folder) / name, dpi=110)
+        save_figure(Path(folder) / name, fig, dpi=110)
         plt.close(fig)
         names.append(name)
 
@@ -240,6 +243,4 @@ def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy eval
     lines += [markdown_table(ev.summary), ""]
     for name in charts:
         lines += [f"![{name}]({name})", ""]
-    path = folder / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_text(folder / "report.md", "\n".join(lines))
