@@ -312,3 +312,109 @@ def test_example_workflows_are_consistent(name):
     assert pd.Timestamp(pa["backtest"]["start_time"]) == pd.Timestamp(
         task["dataset"]["kwargs"]["segments"]["test"][0]
     )
+
+
+def test_model_holds_one_forecast_settings():
+    """Flat kwargs, a mapping or a ForecastSettings: one validated object, horizon 2 by default."""
+    from kronos_alpha.inference.settings import ForecastSettings, SettingsError
+
+    assert KronosModel().settings == ForecastSettings(horizon=2)
+    m = KronosModel(lookback=60, sample_count=3, seed=7)
+    assert m.settings == ForecastSettings(lookback=60, horizon=2, sample_count=3, seed=7)
+    assert (m.lookback, m.horizon, m.sample_count) == (60, 2, 3)
+    assert KronosModel(settings={"lookback": 50}).settings == ForecastSettings(
+        lookback=50, horizon=2
+    )
+    given = ForecastSettings(lookback=30)
+    assert KronosModel(settings=given).settings is given  # taken as it is: its horizon, 10
+    assert KronosModel(settings=given, horizon=3).settings == given.replace(horizon=3)
+    with pytest.raises(SettingsError, match="KronosModel has no parameter 'lookbak'"):
+        KronosModel(lookbak=90)
+    with pytest.raises(SettingsError, match="lookback must be at least 2"):
+        KronosModel(lookback=1)
+    # the forecaster is built from the same object; changing a setting drops it (validated)
+    fc = m.forecaster()
+    assert fc.settings is m.settings and m.forecaster() is fc
+    m.horizon = 5
+    assert m.settings.horizon == 5 and m.forecaster() is not fc
+    assert m.forecaster().settings.horizon == 5
+    with pytest.raises(SettingsError, match="horizon must be at least 1"):
+        m.horizon = 0
+    rr = KronosModel(signal="return_risk", sample_count=2)
+    with pytest.raises(ValueError, match="needs sample_count >= 2"):
+        rr.sample_count = 1
+    assert rr.sample_count == 2
+
+
+def test_model_settings_survive_qlib_pickling(tmp_path):
+    m = KronosModel(lookback=33, horizon=4, progress=False)
+    m.forecaster()
+    m.to_pickle(tmp_path / "params.pkl")
+    with open(tmp_path / "params.pkl", "rb") as f:
+        back = pickle.load(f)
+    assert back.settings == m.settings and back.lookback == 33
+    assert getattr(back, "_forecaster", None) is None
+    assert back.forecaster().settings == m.settings
+
+
+def test_model_state_from_before_the_one_settings_object():
+    """A params.pkl of the earlier KronosModel held each setting as its own attribute."""
+    from kronos_alpha.inference.settings import ForecastSettings
+
+    old = {"model": None, "tokenizer": None, "signal": "prob_up", "benchmark": None}
+    old |= {"finetune_config": None, "finetuned": None, "fitted_on": None, "last_report": None}
+    old |= {"lookback": 45, "horizon": 2, "sample_count": 3, "T": 1.0, "top_k": 0, "top_p": 0.9}
+    old |= {"seed": 0, "device": None, "dtype": None, "max_context": None, "batch_size": None}
+    old |= {"cache_dir": None, "min_history": None, "fill_suspended": False, "progress": False}
+    m = KronosModel.__new__(KronosModel)
+    m.__setstate__(old)
+    assert m.settings == ForecastSettings(lookback=45, horizon=2, sample_count=3, progress=False)
+    assert "lookback" not in vars(m) and m.signal == "prob_up" and m.lookback == 45
+
+
+def test_raw_bars_column_names_go_through_the_input_boundary(qlib_on):
+    fields = ["$open", "$high", "$low", "$close", "$volume", "$close"]
+    loader = {
+        "class": "QlibDataLoader",
+        "kwargs": {
+            "config": {"feature": (fields, ["OPEN", "High", "low", "$close", "volume", "CLOSE"])}
+        },
+    }
+    h = DataHandlerLP(instruments=stocks(), start_time=START, end_time=END, data_loader=loader)
+    with pytest.raises(InputError, match=r"columns '\$close' and 'CLOSE' are both 'close'"):
+        raw_bars(h)
+    loader["kwargs"]["config"]["feature"] = (
+        fields[:5],
+        ["OPEN", "High", "low", "$close", "volume"],
+    )
+    h = DataHandlerLP(instruments=stocks(), start_time=START, end_time=END, data_loader=loader)
+    bars = raw_bars(h)
+    assert list(bars.columns) == ["open", "high", "low", "close", "volume"]
+    assert (
+        list(bars.index.names) == ["datetime", "instrument"] and (bars.dtypes == np.float64).all()
+    )
+
+
+def test_one_module_path_for_every_yaml_class():
+    import importlib
+
+    import kronos_alpha.strategies as strategies
+    from qlib.utils import init_instance_by_config
+
+    q = importlib.import_module("kronos_alpha.adapters.qlib")
+    for name in q.__all__:
+        assert callable(getattr(q, name)), name
+    assert (
+        q.Alpha158Checked
+        is importlib.import_module("kronos_alpha.strategies.alpha158").Alpha158Checked
+    )
+    assert not hasattr(strategies, "TopKWeightStrategy")  # strategies never reach up to Qlib
+    assert not hasattr(strategies, "write_riskmodel_files")
+    m = init_instance_by_config(
+        {
+            "class": "KronosModel",
+            "module_path": "kronos_alpha.adapters.qlib",
+            "kwargs": {"lookback": 30},
+        }
+    )
+    assert isinstance(m, KronosModel) and m.settings.lookback == 30 and m.horizon == 2

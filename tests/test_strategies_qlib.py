@@ -104,3 +104,23 @@ def test_enhanced_indexing_refuses_to_run_without_ecos(monkeypatch):
         CheckedEnhancedIndexingStrategy(
             riskmodel_root="/nonexistent", signal=pd.Series(dtype=float)
         )
+
+
+def test_riskmodel_files_are_written_atomically(tmp_path, synthetic, monkeypatch):
+    import kronos_alpha.adapters.qlib.riskmodel as riskmodel
+
+    from kronos_alpha import files
+
+    written = []
+
+    def recording(path, data):
+        written.append(path)
+        return files.atomic_write(path, data)
+
+    monkeypatch.setattr(riskmodel, "atomic_write", recording)
+    panel, exp = synthetic
+    dates = panel.index.levels[0][-2:]
+    folders = write_riskmodel_files(daily_returns(panel), exp, tmp_path, dates=dates, window=40)
+    on_disk = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+    assert sorted(written) == on_disk and len(on_disk) == 3 * len(folders) == 6
+    assert {p.name for p in on_disk} == {"factor_exp.pkl", "factor_cov.pkl", "specific_risk.pkl"}

@@ -49,7 +49,7 @@ def qlib_settings(settings, fields: dict) -> ForecastSettings:
             f"ForecastSettings fields {list(ForecastSettings.names())}"
         )
     if isinstance(settings, ForecastSettings):
-        return settings.replace(**fields)
+        return settings.replace(**fields) if fields else settings
     if settings is not None and not isinstance(settings, dict):
         raise SettingsError(
             f"settings must be a ForecastSettings or a mapping, got {type(settings).__name__}"
