@@ -61,11 +61,14 @@ def save_figure(path, fig, **kwargs) -> Path:
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
 
 
-def remove_stale_parts(folder) -> int:
-    """Delete temporary files that killed writers left under ``folder``; returns how many."""
-    n = 0
+def remove_stale_parts(folder, older_than: float = 0.0) -> int:
+    """Delete temporary files that killed writers left under ``folder`` (those last modified
+    more than ``older_than`` seconds ago); returns how many."""
+    import time
+
+    n, now = 0, time.time()
     for p in Path(folder).rglob(f"{PART_PREFIX}*{PART_SUFFIX}"):
-        if p.is_file() and not p.is_symlink():
+        if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime >= older_than:
             with contextlib.suppress(OSError):
                 p.unlink()
                 n += 1

@@ -235,3 +235,116 @@ def test_an_unreachable_hub_fails_fast_naming_the_id(monkeypatch):
         ):
             Kronos.from_pretrained("no-such-org/no-such-model")
     assert time.perf_counter() - start < 10
+
+
+# -- identity and time ------------------------------------------------------------------------------
+def test_a_read_csv_frame_uses_its_date_column(fc):
+    df = bars()
+    flat = df.reset_index(names="date")  # a RangeIndex and a date column, as read_csv gives
+    pd.testing.assert_frame_equal(
+        fc.forecast({"A": flat}, dates=df.index[-2:]), fc.forecast({"A": df}, dates=df.index[-2:])
+    )
+
+
+def test_yyyymmdd_integers_are_dates_and_other_numbers_are_refused(fc):
+    df = bars()
+    ymd = df.set_axis(df.index.strftime("%Y%m%d").astype(int), axis=0)
+    pd.testing.assert_frame_equal(
+        fc.forecast({"A": ymd}, dates=df.index[-2:]), fc.forecast({"A": df}, dates=df.index[-2:])
+    )
+    with pytest.raises(InputError, match=r"panel\['A'\].index are numbers .* not timestamps"):
+        fc.forecast({"A": df.reset_index(drop=True)})
+    epoch = df.set_axis(df.index.asi8, axis=0)  # nanoseconds: never guessed
+    with pytest.raises(InputError, match="are numbers"):
+        fc.forecast({"A": epoch})
+
+
+def test_instruments_that_collide_as_names_are_refused(fc):
+    df = bars()
+    with pytest.raises(InputError, match="panel keys 1 and '1' are both instrument '1'"):
+        fc.forecast({1: df, "1": df})
+    long = pd.concat({1: df, "1": df}, names=["instrument", "datetime"]).swaplevel()
+    with pytest.raises(InputError, match="are both instrument '1'"):
+        fc.forecast(long)
+
+
+def test_nat_in_the_index_is_named(fc):
+    df = bars()
+    df.index = df.index.where(np.arange(len(df)) != 7, pd.NaT)
+    with pytest.raises(InputError, match=r"panel\['A'\].index has NaT at row 7"):
+        fc.forecast({"A": df})
+
+
+def test_an_unavailable_device_is_one_clear_error(tiny_pair):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    model, tok = tiny_pair
+    with pytest.raises(ValueError, match="device 'cuda' is not available"):
+        Forecaster(model, tok, device="cuda").load()
+
+
+# -- the forecast cache -----------------------------------------------------------------------------
+def entries(folder):
+    return sorted(p for p in folder.rglob("*.npy"))
+
+
+def test_an_entry_copied_under_another_key_is_not_served(fc, tmp_path):
+    panel = {"A": bars()}
+    dates = panel["A"].index[-2:]
+    fc.set_params(cache_dir=tmp_path)
+    first = fc.forecast(panel, dates=dates)
+    a, b = entries(tmp_path)
+    b.write_bytes(a.read_bytes())  # a planted copy: right format, wrong key
+    with pytest.warns(UserWarning, match="corrupt"):
+        again = fc.forecast(panel, dates=dates)
+    assert fc.report["cache_corrupt_recomputed"] == 1 and fc.report["from_cache"] == 1
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_symlinked_shard_is_never_written_through(fc, tmp_path):
+    panel = {"A": bars()}
+    dates = panel["A"].index[-1:]
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    fc.set_params(cache_dir=cache).forecast(panel, dates=dates)
+    (shard,) = [p.parent for p in entries(cache)]
+    for p in shard.iterdir():
+        p.unlink()
+    shard.rmdir()
+    outside.mkdir()
+    shard.symlink_to(outside, target_is_directory=True)
+    with pytest.warns(UserWarning, match="is a link or leads outside"):
+        fc.forecast(panel, dates=dates)
+    assert list(outside.iterdir()) == [] and fc.report["computed"] == 1
+
+
+def test_finished_batches_survive_a_crash_and_stale_temp_files_are_cleared(
+    fc, tmp_path, monkeypatch
+):
+    import os
+    import time
+
+    import kronos_alpha.inference.forecaster as forecaster
+
+    panel = {name: bars(seed=k) for k, name in enumerate("ABCD")}
+    dates = panel["A"].index[-1:]
+    fc.set_params(cache_dir=tmp_path, batch_size=1)
+    real, calls = forecaster.sample_bars, []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is killed mid-way
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(forecaster, "sample_bars", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        fc.forecast(panel, dates=dates)
+    monkeypatch.setattr(forecaster, "sample_bars", real)
+    assert len(entries(tmp_path)) == 2  # the two batches that finished were saved
+    stale = tmp_path / "ab" / ".tmp-killed.part"
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    fc.forecast(panel, dates=dates)
+    assert fc.report["from_cache"] == 2 and fc.report["computed"] == 2
+    assert not stale.exists()

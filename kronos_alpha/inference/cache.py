@@ -4,8 +4,8 @@ The key (built by the forecaster) hashes the weights, the generation settings an
 window's content, so a re-run reuses forecasts and any change recomputes them.
 
 Safety: entries are written by the project's one atomic writer (``kronos_alpha.files``), so
-concurrent writers and interrupted runs never leave a half-written entry under a real name. Each file carries a SHA-256 of
-its payload: a torn or corrupt entry is detected, reported and recomputed.
+concurrent writers and interrupted runs never leave a half-written entry under a real name. Each file carries its key and a
+SHA-256 of both: a torn, corrupt or misplaced entry is detected, reported and recomputed.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..files import atomic_write
+from ..files import atomic_write, remove_stale_parts
 
-MAGIC = b"KAFC1\n"
-CACHE_FORMAT = 1
+MAGIC = b"KAFC2\n"  # 2: entries carry their key
+CACHE_FORMAT = 2
 
 
 class CacheError(ValueError):
@@ -31,6 +31,11 @@ class CacheError(ValueError):
 
 
 class ForecastCache:
+    """Entries ``<folder>/<key[:2]>/<key>.npy``: MAGIC, the key, a SHA-256 of key and payload,
+    then the array (``np.save``, no pickle). An entry copied under another key, torn or
+    corrupt is detected, counted and recomputed; a shard folder that is a symlink (or leads
+    out of the cache folder) is never read or written through."""
+
     def __init__(self, folder):
         self.folder = Path(folder).expanduser()
         if self.folder.exists() and not self.folder.is_dir():
@@ -39,10 +44,16 @@ class ForecastCache:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CacheError(f"cache_dir {str(self.folder)!r} cannot be created: {exc}") from exc
+        self.root = self.folder.resolve()
         self.writable = os.access(self.folder, os.W_OK)
         if not self.writable:
             self._warn_read_only("it is not writable")
         self.corrupt = 0
+        self.refused = 0
+        # temporary files of writers killed mid-write (an hour old: no live writer owns them)
+        self.stale_removed = (
+            remove_stale_parts(self.folder, older_than=3600) if self.writable else 0
+        )
 
     def _warn_read_only(self, why: str) -> None:
         warnings.warn(
@@ -54,9 +65,25 @@ class ForecastCache:
     def path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.npy"
 
+    def _confined(self, p: Path) -> bool:
+        """The entry's shard folder is a real folder directly inside the cache folder."""
+        shard = p.parent
+        if shard.is_symlink() or (shard.exists() and shard.resolve().parent != self.root):
+            if not self.refused:
+                warnings.warn(
+                    f"forecast cache shard {shard} is a link or leads outside {self.root}; "
+                    "it is neither read nor written",
+                    stacklevel=4,
+                )
+            self.refused += 1
+            return False
+        return True
+
     def get(self, key: str, shape: tuple) -> np.ndarray | None:
         """The stored array, or None when absent. A corrupt entry counts, warns and reads as absent."""
         p = self.path(key)
+        if not self._confined(p):
+            return None
         try:
             blob = p.read_bytes()
         except FileNotFoundError:
@@ -67,11 +94,13 @@ class ForecastCache:
             )
             self.corrupt += 1
             return None
-        head = len(MAGIC) + 32
+        k = key.encode()
+        head = len(MAGIC) + len(k) + 32
         payload = blob[head:]
         ok = (
             blob[: len(MAGIC)] == MAGIC
-            and hashlib.sha256(payload).digest() == blob[len(MAGIC) : head]
+            and blob[len(MAGIC) : len(MAGIC) + len(k)] == k
+            and hashlib.sha256(k + payload).digest() == blob[len(MAGIC) + len(k) : head]
         )
         if ok:
             try:
@@ -88,11 +117,14 @@ class ForecastCache:
     def put(self, key: str, arr: np.ndarray) -> None:
         if not self.writable:
             return
+        p = self.path(key)
+        if not self._confined(p):
+            return
         buf = io.BytesIO()
         np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
-        payload = buf.getvalue()
+        payload, k = buf.getvalue(), key.encode()
         try:
-            atomic_write(self.path(key), MAGIC + hashlib.sha256(payload).digest() + payload)
+            atomic_write(p, MAGIC + k + hashlib.sha256(k + payload).digest() + payload)
         except OSError as exc:  # read-only file system, permissions, disk full
             self.writable = False
             self._warn_read_only(f"writing failed ({exc})")

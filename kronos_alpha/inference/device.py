@@ -19,6 +19,19 @@ def auto_device() -> str:
     return "cpu"
 
 
+def check_device(device: str) -> str:
+    """The device, if this torch can use it; else a one-line error saying why not."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise ValueError(f"device {device!r} is not available: {why}; use device='cpu'")
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {device!r} is not available on this machine; use 'cpu'")
+    return device
+
+
 def torch_dtype(name: str | None, device: str) -> torch.dtype:
     """The model's dtype for a ForecastSettings.dtype name (None: float32)."""
     dt = TORCH_DTYPES[name or "float32"]

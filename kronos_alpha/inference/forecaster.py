@@ -41,7 +41,7 @@ from . import distributed
 from .cache import ForecastCache, settings_digest, weights_digest, window_key
 from .calendar import BarCalendar
 from .data import time_features
-from .device import auto_device, batch_windows, check_fits, torch_dtype, window_bytes
+from .device import auto_device, batch_windows, check_device, check_fits, torch_dtype, window_bytes
 from .generation import sample_bars, uniforms_for_seeds, window_seed
 from .panel import FEATURE_COLS, Series, Window, check_dates, forecast_windows, split_panel
 from .settings import ForecastSettings, check_horizon
@@ -148,7 +148,7 @@ class Forecaster:
         model, tokenizer, model_max_context, source = zoo.resolve_checkpoint(
             self.model, self.tokenizer
         )
-        device = distributed.local_device(self.settings.device or auto_device())
+        device = distributed.local_device(check_device(self.settings.device or auto_device()))
         dtype = torch_dtype(self.settings.dtype, device)
         if isinstance(self.model, torch.nn.Module) and next(model.parameters()).dtype != dtype:
             model = copy.deepcopy(model)  # never change the dtype of the caller's model
@@ -290,13 +290,17 @@ class Forecaster:
         distributed.barrier()  # every rank has looked up before any rank writes
         todo = [i for i, p in enumerate(paths) if p is None]
         mine = todo[distributed.rank() :: distributed.world_size()]
-        computed = self._compute(
-            [windows[i] for i in mine], fstamps, [seeds[i] for i in mine], lookback
+
+        def store(batch: list[int], arrays) -> None:  # saved as each batch finishes
+            for j, arr in zip(batch, arrays):
+                paths[mine[j]] = arr
+                if cache is not None:
+                    cache.put(keys[mine[j]], arr)
+
+        self._compute(
+            [windows[i] for i in mine], fstamps, [seeds[i] for i in mine], lookback, store
         )
-        for i, arr in zip(mine, computed):
-            paths[i] = arr
-            if cache is not None:
-                cache.put(keys[i], arr)
+        computed = [paths[i] for i in mine]
         if distributed.active():
             for i, arr in distributed.gather(list(zip(mine, computed))):
                 paths[i] = arr
@@ -321,13 +325,11 @@ class Forecaster:
             batches += [members[k : k + size] for k in range(0, len(members), size)]
         return batches
 
-    def _compute(
-        self, windows: list[Window], fstamps: dict, seeds, lookback: int
-    ) -> list[np.ndarray]:
+    def _compute(self, windows: list[Window], fstamps: dict, seeds, lookback: int, store) -> None:
+        """Sample every window, batch by batch; ``store(positions, arrays)`` takes each batch."""
         from tqdm.auto import tqdm
 
         s, st = self.settings, self._loaded
-        out: list = [None] * len(windows)
         batches = self._batches(windows, lookback)
         quiet = not s.progress or distributed.rank() != 0 or len(batches) < 2
         bar = tqdm(total=len(windows), desc="forecast", unit="win", disable=True if quiet else None)
@@ -353,11 +355,9 @@ class Forecaster:
                 s.clip,
                 uniforms,
             )
-            for j, i in enumerate(members):
-                out[i] = y[j]
+            store(members, list(y))
             bar.update(len(members))
         bar.close()
-        return out
 
     def _summarise(self, windows: list[Window], paths) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(the forecast table, the sampled horizon returns): both computed here, once."""

@@ -72,8 +72,39 @@ def instrument_name(key) -> str:
     return str(key)
 
 
+TIME_COLUMNS = ("datetime", "date", "timestamp", "timestamps", "time", "trade_date")
+
+
 def to_datetime_index(values, what: str) -> pd.DatetimeIndex:
-    """Parse timestamps; an error names ``what`` and the reason (mixed time zones included)."""
+    """Parse timestamps; an error names ``what`` and the reason (mixed time zones included).
+
+    Numbers are never taken as nanoseconds since 1970: 8-digit integers are YYYYMMDD dates,
+    any other number is an error (a RangeIndex from ``read_csv``, say).
+    """
+    if isinstance(values, pd.DatetimeIndex):
+        return values
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iufb" or (
+        arr.dtype == object
+        and len(arr)
+        and all(isinstance(v, (int, float, np.number)) for v in arr)
+    ):
+        nums = arr.astype(np.float64)
+        ymd = np.isfinite(nums).all() and (nums == np.round(nums)).all()
+        ymd = ymd and len(nums) and ((nums >= 19000101) & (nums <= 21001231)).all()
+        if not ymd:
+            raise InputError(
+                f"{what} are numbers ({arr[:3].tolist()} ...), not timestamps; give a "
+                f"DatetimeIndex or a date column ({', '.join(TIME_COLUMNS)})"
+            )
+        try:
+            return pd.DatetimeIndex(
+                pd.to_datetime(nums.astype(np.int64).astype(str), format="%Y%m%d")
+            )
+        except ValueError as exc:
+            raise InputError(
+                f"{what} look like YYYYMMDD integers but are not dates ({exc})"
+            ) from exc
     try:
         return pd.DatetimeIndex(pd.to_datetime(values))
     except (TypeError, ValueError) as exc:
@@ -200,18 +231,42 @@ def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend
 
 
 # -- panels -----------------------------------------------------------------------------------
+def frame_by_time(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """One instrument's frame indexed by its timestamps: its DatetimeIndex, or - for a frame
+    with a plain RangeIndex, as ``read_csv`` returns - its date column (see TIME_COLUMNS)."""
+    df = df.copy()
+    if not isinstance(df.index, pd.DatetimeIndex) and isinstance(df.index, pd.RangeIndex):
+        named = [c for c in df.columns if column_name(c) in TIME_COLUMNS]
+        if named:
+            df = df.set_index(named[0])
+            where = f"{where} column {named[0]!r}"
+        else:
+            where = f"{where}.index"
+    else:
+        where = f"{where}.index"
+    df.index = to_datetime_index(df.index, where)
+    if df.index.hasnans:
+        raise InputError(f"{where} has NaT at row {int(np.argmax(df.index.isna()))}")
+    return df
+
+
 def split_panel(panel) -> dict[str, pd.DataFrame]:
     """A long (datetime, instrument) frame or a dict of frames -> {instrument: frame by time}."""
     if isinstance(panel, dict):
         if not panel:
             raise InputError("panel is an empty dict")
-        frames = {}
+        frames, keys = {}, {}
         for name, df in panel.items():
             if not isinstance(df, pd.DataFrame):
                 raise InputError(f"panel[{name!r}] must be a DataFrame, got {type(df).__name__}")
-            df = df.copy()
-            df.index = to_datetime_index(df.index, f"panel[{name!r}].index")
-            frames[instrument_name(name)] = df
+            key = instrument_name(name)
+            if key in keys:
+                raise InputError(
+                    f"panel keys {keys[key]!r} and {name!r} are both instrument {key!r}; "
+                    "give every instrument one distinct name"
+                )
+            keys[key] = name
+            frames[key] = frame_by_time(df, f"panel[{name!r}]")
     elif isinstance(panel, pd.DataFrame):
         if not isinstance(panel.index, pd.MultiIndex) or panel.index.nlevels != 2:
             raise InputError(
@@ -234,7 +289,17 @@ def split_panel(panel) -> dict[str, pd.DataFrame]:
                 f"panel has {int(dup.sum())} duplicated (datetime, instrument) row(s); first {row!r}"
             )
         times = to_datetime_index(panel.index.get_level_values(t_level), "panel datetime level")
-        inst = panel.index.get_level_values(i_level).map(instrument_name)
+        if times.hasnans:
+            raise InputError(f"panel datetime level has NaT at row {int(np.argmax(times.isna()))}")
+        raw = panel.index.get_level_values(i_level)
+        inst = raw.map(instrument_name)
+        if inst.nunique() != raw.nunique():
+            pairs = pd.Series(raw.unique()).groupby(pd.Index(raw.unique()).map(instrument_name))
+            clash = next(list(g) for _, g in pairs if len(g) > 1)
+            raise InputError(
+                f"panel instruments {clash[0]!r} and {clash[1]!r} are both instrument "
+                f"{instrument_name(clash[0])!r}; give every instrument one distinct name"
+            )
         body = clean_columns(panel.reset_index(drop=True), "panel")
         body.index = times
         frames = {name: g for name, g in body.groupby(np.asarray(inst), sort=True)}

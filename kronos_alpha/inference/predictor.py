@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..model.zoo import check_compatible
 from .data import time_features
-from .device import auto_device
+from .device import auto_device, check_device
 from .generation import sample_bars, series_seed, uniforms_for_seeds
 from .panel import FEATURE_COLS, InputError, as_timestamps, ohlcv_matrix
 from .settings import ForecastSettings, check_horizon
@@ -57,7 +57,7 @@ class KronosPredictor:
         self, model, tokenizer, device: str | None = None, max_context: int = 512, clip: float = 5
     ):
         check_compatible(model, tokenizer)
-        self.device = device or auto_device()
+        self.device = check_device(device or auto_device())
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer.to(self.device).eval()
         checked = ForecastSettings(max_context=max_context, clip=clip)
