@@ -9,8 +9,11 @@ DDP. See finetune/README.md for the data policy and the output folder.
 
 from .checkpoint import CheckpointWriteError, save_pretrained_atomic
 from .config import ConfigError, DataConfig, FinetuneConfig, StageConfig
+from .objectives import PredictorObjective, TokenizerObjective
 from .run import build_datasets, run_finetune
-from .trainer import PredictorObjective, Runtime, StopTraining, TokenizerObjective, Trainer
+from .runtime import Runtime
+from .state import load_state
+from .trainer import StopTraining, Trainer
 from .windows import Series, WindowDataset, epoch_order, normalize_window, split_windows
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "WindowDataset",
     "build_datasets",
     "epoch_order",
+    "load_state",
     "normalize_window",
     "run_finetune",
     "save_pretrained_atomic",

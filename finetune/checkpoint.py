@@ -1,9 +1,9 @@
-"""Atomic checkpoint writes.
+"""Atomic swaps of whole checkpoint folders.
 
 The best model is a Hub-format folder written by ``save_pretrained`` into a temporary
 folder next to it, then swapped in by renames: a failed write leaves the previous best
-folder untouched and loadable. The resumable training state is one file written the same
-way (temporary file, then ``os.replace``).
+folder untouched and loadable. This module writes no file itself; single files (the
+training state in ``state.py``, JSON reports) go through ``kronos_alpha.files.atomic_write``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-
-import torch
 
 from kronos_alpha.model.hub import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
 
@@ -38,6 +36,8 @@ def save_pretrained_atomic(module, dest) -> Path:
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     recover(dest)
+    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):  # left by a killed write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     old = dest.with_name(dest.name + ".old")
     try:
@@ -56,28 +56,3 @@ def save_pretrained_atomic(module, dest) -> Path:
         ) from exc
     shutil.rmtree(old, ignore_errors=True)
     return dest
-
-
-def save_state_atomic(state: dict, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except Exception as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointWriteError(f"could not write training state {str(path)!r}: {exc}") from exc
-
-
-def load_state(path) -> dict | None:
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(
-            f"training state {str(path)!r} is unreadable ({exc}); delete it to restart"
-        ) from exc

@@ -10,7 +10,7 @@ Output folder::
     data_report.json         windows per split, masked bars, short series
     tokenizer/best/          Hub format (config.json + model.safetensors)
     tokenizer/log.csv        step, epoch, split, loss, parts, lr, grad_norm
-    tokenizer/state/         resumable training state
+    tokenizer/state/         resumable training state (training_state.safetensors)
     predictor/best/ ...      the same for the predictor
     result.json              val losses before/after, steps, timings, paths
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kronos_alpha.files import write_json
 from kronos_alpha.inference.panel import InputError
 from kronos_alpha.inference.predictor import check_compatible
 from kronos_alpha.model import Kronos
@@ -32,8 +33,10 @@ from kronos_alpha.model.tokenizer import KronosTokenizer
 
 from .checkpoint import recover, save_pretrained_atomic
 from .config import ConfigError, FinetuneConfig, split_range
+from .objectives import PredictorObjective, TokenizerObjective
+from .runtime import Runtime
 from .sources import csv_series, panel_series, qlib_series
-from .trainer import PredictorObjective, Runtime, TokenizerObjective, Trainer, write_json
+from .trainer import Trainer
 from .windows import split_windows
 
 

@@ -1,141 +1,40 @@
 """One trainer for the CPU, one GPU, and several GPUs under torchrun (DDP).
 
-It trains an *objective*: a module whose ``forward(x, stamp)`` returns the loss dict of
-``KronosTokenizer.loss`` or ``Kronos.loss``. Per optimizer step: ``accum_steps``
-micro-batches, gradient clipping, AdamW and a OneCycle schedule stepped once.
+It trains an *objective* (``objectives.py``): a module whose ``forward(x, stamp)`` returns
+the loss dict of ``KronosTokenizer.loss`` or ``Kronos.loss``. Per optimizer step:
+``accum_steps`` micro-batches, gradient clipping, AdamW and a OneCycle schedule stepped once.
 
 Resume: every ``save_every`` steps and at each epoch end the model, optimizer, scheduler,
 grad scaler, counters, best val loss and every rank's RNG states are written atomically, as
-one file, so a kill at any moment leaves a state whose parts belong to the same step. The epoch
-order is a pure function of (seed, epoch), so a resumed run continues at the exact step it
-stopped after and ends with the same weights as an uninterrupted one.
+one pickle-free file (``state.py``), so a kill at any moment leaves a state whose parts belong
+to the same step. The epoch order is a pure function of (seed, epoch), so a resumed run
+continues at the exact step it stopped after and ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import io
 import math
-import os
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from .checkpoint import load_state, save_pretrained_atomic, save_state_atomic
+from kronos_alpha import files
+from kronos_alpha.inference import distributed
+from kronos_alpha.model.hub import CheckpointError
+
+from .checkpoint import save_pretrained_atomic
 from .config import StageConfig
+from .objectives import PredictorObjective, TokenizerObjective  # noqa: F401 (re-exported)
+from .runtime import Runtime
+from .state import LEGACY_NAME, STATE_NAME, capture_rng, load_state, restore_rng, save_state_atomic
 from .windows import WindowDataset, epoch_order, eval_subset
-
-
-class TokenizerObjective(nn.Module):
-    """Reconstruction from s1 and from the full code, plus the BSQ loss."""
-
-    def __init__(self, tokenizer):
-        super().__init__()
-        self.tokenizer = tokenizer
-
-    @property
-    def trained(self) -> nn.Module:
-        return self.tokenizer
-
-    def forward(self, x, stamp):
-        return self.tokenizer.loss(x)
-
-
-class PredictorObjective(nn.Module):
-    """Cross-entropy on s1 and s2 tokens (s1 teacher-forced) of a frozen tokenizer's codes."""
-
-    def __init__(self, model, tokenizer):
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer.eval().requires_grad_(False)
-
-    @property
-    def trained(self) -> nn.Module:
-        return self.model
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.tokenizer.eval()  # frozen: no dropout in the encoder
-        return self
-
-    def forward(self, x, stamp):
-        with torch.no_grad():
-            s1, s2 = self.tokenizer.encode(x, half=True)
-        return self.model.loss(s1, s2, stamp)
-
-
-@dataclass
-class Runtime:
-    """Where and how to run: device, precision, process group, output."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None = None
-    rank: int = 0
-    world: int = 1
-    progress: bool = True
-    tensorboard: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def create(
-        cls,
-        device: str = "auto",
-        amp: str = "auto",
-        progress: bool = True,
-        tensorboard: bool = False,
-    ):
-        """Reads torchrun's WORLD_SIZE/RANK/LOCAL_RANK and starts the process group."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group(
-                "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
-            )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dev = torch.device(device)
-        if dev.type == "cuda":
-            if world > 1:
-                dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            elif dev.index is None:
-                dev = torch.device("cuda", torch.cuda.current_device())
-            torch.cuda.set_device(dev)
-        amp_dtype = None
-        if dev.type == "cuda" and amp != "off":
-            if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-                amp_dtype = torch.float16
-            else:
-                amp_dtype = torch.bfloat16
-        return cls(dev, amp_dtype, rank, world, progress, tensorboard)
-
-
-def capture_rng() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class StopTraining(Exception):
@@ -160,7 +59,7 @@ class Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.out_dir = Path(out_dir)
         self.best_dir = self.out_dir / "best"
-        self.state_path = self.out_dir / "state" / "training_state.pt"
+        self.state_path = self.out_dir / "state" / STATE_NAME
         self.log_path = self.out_dir / "log.csv"
         self.objective = objective.to(runtime.device)
         self.module = objective.trained
@@ -224,8 +123,7 @@ class Trainer:
             total += torch.tensor(
                 [float(loss) * len(idx), len(idx)], dtype=torch.float64, device=self.rt.device
             )
-        if self.rt.world > 1:
-            dist.all_reduce(total)
+        distributed.all_reduce_sum(total)
         self.objective.train()
         return float(total[0] / total[1])
 
@@ -247,18 +145,18 @@ class Trainer:
         """After a resume, drop log rows of steps the saved state does not include."""
         if not self.rt.main or not self.log_path.exists():
             return
-        with open(self.log_path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
-        with open(self.log_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
+        with open(self.log_path, newline="") as f:  # a row cut by a kill has missing fields
+            rows = [
+                r for r in csv.DictReader(f) if None not in r.values() and int(r["step"]) <= step
+            ]
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        files.write_text(self.log_path, text.getvalue())
 
     def save_state(self) -> None:
-        rng = [capture_rng()]
-        if self.rt.world > 1:  # every rank's generators go into rank 0's one file
-            rng = [None] * self.rt.world
-            dist.all_gather_object(rng, capture_rng())
+        rng = distributed.gather([capture_rng()])  # every rank's, into rank 0's one file
         if self.rt.main:
             save_state_atomic(
                 {
@@ -273,10 +171,15 @@ class Trainer:
                 },
                 self.state_path,
             )
-        if self.rt.world > 1:
-            dist.barrier()
+        distributed.barrier()
 
     def resume(self) -> bool:
+        legacy = self.state_path.with_name(LEGACY_NAME)
+        if legacy.exists() and not self.state_path.exists():
+            raise CheckpointError(
+                f"{legacy} is a pickled training state of an earlier version, which is not "
+                "loaded; delete it (or restart: --restart) to train from the start"
+            )
         saved = load_state(self.state_path)
         if saved is None:
             return False
@@ -443,8 +346,7 @@ class Trainer:
 
         from kronos_alpha.model.hub import WEIGHTS_NAME
 
-        if self.rt.world > 1:
-            dist.barrier()
+        distributed.barrier()
         state = load_file(str(self.best_dir / WEIGHTS_NAME), device=str(self.rt.device))
         self.module.load_state_dict(state)
         return self.module
@@ -454,7 +356,3 @@ LOG_FIELDS = [
     "step", "epoch", "split", "loss", "lr", "grad_norm",
     "recon_from_s1_mse", "recon_full_mse", "bsq_loss", "ce_s1", "ce_s2",
 ]  # fmt: skip
-
-
-def write_json(path, obj) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, default=str))

@@ -11,15 +11,27 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import (
+    DATA,
+    FINETUNE_PRED,
+    FINETUNE_TOK,
+    FIXTURE,
+    ROOT,
+    SHARED,
+    finetune_config,
+    make_panel,
+)
 from kronos_alpha.finetune import (
     CheckpointWriteError,
     ConfigError,
     FinetuneConfig,
     PredictorObjective,
+    Runtime,
     StopTraining,
     TokenizerObjective,
     Trainer,
     epoch_order,
+    load_state,
     normalize_window,
     run_finetune,
     save_pretrained_atomic,
@@ -28,22 +40,14 @@ from kronos_alpha.finetune import (
 from kronos_alpha.finetune import trainer as trainer_module
 from kronos_alpha.finetune.config import split_range
 from kronos_alpha.finetune.sources import panel_series
-from kronos_alpha.finetune.trainer import Runtime
+from kronos_alpha.finetune.state import pack, unpack
 from safetensors.torch import load_file
 
-from kronos_alpha import Kronos, KronosPredictor, KronosTokenizer
+from kronos_alpha import CheckpointError, Kronos, KronosPredictor, KronosTokenizer
 from kronos_alpha.inference.data import normalize, scaler_stats, time_features
 from kronos_alpha.inference.panel import InputError, as_timestamps, ohlcv_matrix
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FIXTURE = SHARED / "fixtures" / "upstream-tiny"
-INTRADAY = SHARED / "data" / "intraday" / "sh600977_5min_2024.csv"
-
-TINY_TOK = dict(
-    d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2, s1_bits=4, s2_bits=4
-)
-TINY_PRED = dict(d_model=16, n_heads=2, ff_dim=32, n_layers=1, s1_bits=4, s2_bits=4)
+INTRADAY = DATA / "intraday" / "sh600977_5min_2024.csv"
 
 
 @pytest.fixture(autouse=True)
@@ -53,48 +57,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def make_panel(n_series=3, n=400, seed=0, start="2020-01-01"):
-    rng = np.random.default_rng(seed)
-    t = pd.bdate_range(start, periods=n)
-    out = {}
-    for k in range(n_series):
-        c = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-        o = c * (1 + rng.normal(0, 0.002, n))
-        out[f"S{k}"] = pd.DataFrame(
-            {
-                "open": o,
-                "high": np.maximum(o, c) * 1.003,
-                "low": np.minimum(o, c) * 0.997,
-                "close": c,
-                "volume": rng.uniform(1e5, 2e5, n),
-            },
-            index=t,
-        )
-    return out
-
-
-def tiny_config(tmp_path, **over) -> dict:
-    d = dict(
-        output_dir=str(tmp_path / "run"),
-        seed=0,
-        device="cpu",
-        progress=False,
-        max_context=64,
-        data=dict(lookback=20, horizon=5, train=["2020-01-01", "2020-12-31"], valid=["2021-01-01", "2021-07-31"]),
-        tokenizer=dict(epochs=2, batch_size=8, samples_per_epoch=48, val_samples=32, save_every=2, config=TINY_TOK),
-        predictor=dict(
-            epochs=2, batch_size=4, accum_steps=2, samples_per_epoch=48, val_samples=32, lr=1e-3, save_every=2,
-            config={**TINY_PRED, "ffn_dropout_p": 0.2, "token_dropout_p": 0.1},
-        ),
-    )  # fmt: skip
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(d.get(k), dict):
-            d[k] = {**d[k], **v}
-        else:
-            d[k] = v
-    return d
 
 
 def zero_dropout(module):
@@ -232,7 +194,7 @@ def test_sampling_is_deterministic():
 
 
 def test_config_yaml_round_trip(tmp_path):
-    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path))
+    cfg = FinetuneConfig.from_dict(finetune_config(tmp_path))
     path = tmp_path / "c.yaml"
     cfg.to_yaml(path)
     again = FinetuneConfig.from_yaml(path)
@@ -261,11 +223,11 @@ def test_config_yaml_round_trip(tmp_path):
         (dict(data=dict(gap=2)), "data.gap"),
         (dict(data=dict(lookback="ninety")), "data.lookback must be an integer"),
         (
-            dict(predictor=dict(config={**TINY_PRED, "s1_bits": 5})),
+            dict(predictor=dict(config={**FINETUNE_PRED, "s1_bits": 5})),
             "predictor.config.s1_bits \\(5\\) does not fit",
         ),
         (
-            dict(predictor=dict(config={**TINY_PRED, "depth": 2})),
+            dict(predictor=dict(config={**FINETUNE_PRED, "depth": 2})),
             "predictor.config.depth is not a Kronos argument",
         ),
         (
@@ -278,7 +240,7 @@ def test_config_yaml_round_trip(tmp_path):
 )
 def test_bad_config_fields_are_named(tmp_path, over, match):
     with pytest.raises(ConfigError, match=match):
-        FinetuneConfig.from_dict(tiny_config(tmp_path, **over))
+        FinetuneConfig.from_dict(finetune_config(tmp_path, **over))
 
 
 def test_tokenizer_bits_must_fit_a_loaded_predictor(tmp_path):
@@ -286,7 +248,7 @@ def test_tokenizer_bits_must_fit_a_loaded_predictor(tmp_path):
         pytest.skip(f"fixture missing: {FIXTURE}")
     # The fixture predictor has 6+6 bits; the fresh tokenizer 4+4.
     cfg = FinetuneConfig.from_dict(
-        tiny_config(tmp_path, predictor=dict(init=str(FIXTURE / "model"), config=None))
+        finetune_config(tmp_path, predictor=dict(init=str(FIXTURE / "model"), config=None))
     )
     with pytest.raises(ConfigError, match="bit widths"):
         run_finetune(cfg, make_panel())
@@ -294,7 +256,7 @@ def test_tokenizer_bits_must_fit_a_loaded_predictor(tmp_path):
 
 def test_empty_split_is_an_error(tmp_path):
     cfg = FinetuneConfig.from_dict(
-        tiny_config(tmp_path, data=dict(valid=["2023-01-01", "2023-06-30"]))
+        finetune_config(tmp_path, data=dict(valid=["2023-01-01", "2023-06-30"]))
     )
     with pytest.raises(InputError, match="data.valid .* has no complete window"):
         run_finetune(cfg, make_panel())
@@ -309,7 +271,7 @@ def weights(folder) -> dict:
 
 def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
     panel = make_panel()
-    full = run_finetune(FinetuneConfig.from_dict(tiny_config(tmp_path / "a")), panel)
+    full = run_finetune(FinetuneConfig.from_dict(finetune_config(tmp_path / "a")), panel)
     assert full["predictor"]["val_loss_best"] < full["predictor"]["val_loss_before"]
 
     class Crash(RuntimeError):
@@ -319,7 +281,7 @@ def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
         if stage == "predictor" and step == 7:  # state saved at step 6 (save_every 2)
             raise Crash
 
-    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path / "b"))
+    cfg = FinetuneConfig.from_dict(finetune_config(tmp_path / "b"))
     with pytest.raises(Crash):
         run_finetune(cfg, panel, on_step=crash)
 
@@ -351,7 +313,7 @@ def test_a_kill_during_a_state_save_resumes_to_the_same_weights(tmp_path, monkey
     """The process dies while writing the step-6 state: the resume must start from a state
     whose model, optimizer and random generators all belong to step 4 (dropout is on)."""
     panel = make_panel()
-    run_finetune(FinetuneConfig.from_dict(tiny_config(tmp_path / "a")), panel)
+    run_finetune(FinetuneConfig.from_dict(finetune_config(tmp_path / "a")), panel)
 
     class Killed(RuntimeError):
         pass
@@ -363,7 +325,7 @@ def test_a_kill_during_a_state_save_resumes_to_the_same_weights(tmp_path, monkey
             raise Killed  # before this file is written
         write(state, path)
 
-    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path / "b"))
+    cfg = FinetuneConfig.from_dict(finetune_config(tmp_path / "b"))
     monkeypatch.setattr(trainer_module, "save_state_atomic", die_at_step_6)
     with pytest.raises(Killed):
         run_finetune(cfg, panel)
@@ -383,7 +345,7 @@ def test_run_from_a_checkpoint_loads_everywhere(tmp_path):
         tokenizer=dict(train=False, init=str(FIXTURE / "tokenizer"), config=None),
         predictor=dict(init=str(FIXTURE / "model"), config=None, epochs=1),
     )
-    res = run_finetune(FinetuneConfig.from_dict(tiny_config(tmp_path, **over)), make_panel())
+    res = run_finetune(FinetuneConfig.from_dict(finetune_config(tmp_path, **over)), make_panel())
     model = Kronos.from_pretrained(res["model_path"])
     tok = KronosTokenizer.from_pretrained(res["tokenizer_path"])
     start = weights(FIXTURE / "model")
@@ -399,7 +361,7 @@ def test_run_from_a_checkpoint_loads_everywhere(tmp_path):
 
 def test_early_stopping_keeps_the_best(tmp_path, monkeypatch):
     panel = make_panel()
-    cfg = FinetuneConfig.from_dict(tiny_config(tmp_path, tokenizer=dict(epochs=6, patience=2)))
+    cfg = FinetuneConfig.from_dict(finetune_config(tmp_path, tokenizer=dict(epochs=6, patience=2)))
     sets = split_windows(
         panel_series(panel),
         {k: split_range(getattr(cfg.data, k), k) for k in ("train", "valid")},
@@ -419,8 +381,67 @@ def test_early_stopping_keeps_the_best(tmp_path, monkeypatch):
     assert s["global_step"] == 4 * tr.steps_per_epoch
 
 
+def test_the_training_state_is_one_pickle_free_file(tmp_path):
+    from safetensors import safe_open
+
+    def stop(stage, step):
+        if step == 3:
+            raise StopTraining
+
+    run_finetune(FinetuneConfig.from_dict(finetune_config(tmp_path)), make_panel(), on_step=stop)
+    folder = tmp_path / "run" / "tokenizer" / "state"
+    assert [p.name for p in folder.iterdir()] == ["training_state.safetensors"]
+    with safe_open(str(folder / "training_state.safetensors"), framework="pt") as f:
+        meta, keys = f.metadata(), set(f.keys())
+    assert meta["format"] == "kronos_alpha.training_state/1"
+    assert json.loads(meta["state"])["trainer"]["global_step"] == 3
+    assert "rng.0.torch" in keys and "optimizer.state.0.exp_avg" in keys
+    assert any(k.startswith("module.") for k in keys)
+    saved = load_state(folder / "training_state.safetensors")
+    assert saved["trainer"]["global_step"] == 3 and saved["world"] == 1
+    assert (
+        isinstance(saved["rng"][0]["python"][1], list) and len(saved["rng"][0]["numpy"][1]) == 624
+    )
+    assert list(saved["optimizer"]["state"]) == sorted(saved["optimizer"]["state"])  # int ids
+    assert isinstance(saved["optimizer"]["param_groups"][0]["betas"], tuple)
+
+
+def test_state_packing_round_trips_and_refuses_objects():
+    tree = {"a": {0: torch.arange(3), 1: (1.5, None)}, "b": [float("inf"), True, "x"]}
+    tensors = {}
+    packed = json.loads(json.dumps(pack(tree, tensors)))
+    assert list(tensors) == ["a.0"]
+    back = unpack(packed, tensors)
+    assert back["a"][1] == (1.5, None) and back["b"] == [float("inf"), True, "x"]
+    assert torch.equal(back["a"][0], torch.arange(3))
+    with pytest.raises(TypeError, match="b.0: int64 cannot"):
+        pack({"b": [np.int64(1)]}, {})
+    with pytest.raises(ValueError, match="reserved"):
+        pack({"__tensor__": 1}, {})
+
+
+def test_a_pickled_or_torn_state_is_not_loaded(tmp_path):
+    cfg = FinetuneConfig.from_dict(finetune_config(tmp_path))
+    folder = tmp_path / "run" / "tokenizer" / "state"
+    folder.mkdir(parents=True)
+    (folder / "training_state.pt").write_bytes(b"\x80\x04 an old pickle")
+    with pytest.raises(CheckpointError, match="earlier version"):
+        run_finetune(cfg, make_panel())
+    (folder / "training_state.safetensors").write_bytes(b"\x10\x00 torn")
+    with pytest.raises(CheckpointError, match="unreadable.*delete it to restart"):
+        run_finetune(cfg, make_panel())
+
+
+def test_a_killed_checkpoint_write_leaves_no_folder_behind(tmp_path):
+    tok = KronosTokenizer(**FinetuneConfig().fresh_config("tokenizer") | FINETUNE_TOK)
+    (tmp_path / ".best.tmp-killed").mkdir()
+    (tmp_path / ".best.tmp-killed" / "model.safetensors").write_bytes(b"partial")
+    save_pretrained_atomic(tok, tmp_path / "best")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
 def test_failed_checkpoint_write_keeps_the_previous_best(tmp_path, monkeypatch):
-    tok = KronosTokenizer(**FinetuneConfig().fresh_config("tokenizer") | TINY_TOK)
+    tok = KronosTokenizer(**FinetuneConfig().fresh_config("tokenizer") | FINETUNE_TOK)
     dest = tmp_path / "best"
     save_pretrained_atomic(tok, dest)
     before = weights(dest)
@@ -448,7 +469,7 @@ def test_cli_finetune_on_a_csv_folder(tmp_path, capsys):
     data.mkdir()
     for name, df in make_panel(2).items():
         df.rename_axis("timestamps").reset_index().to_csv(data / f"{name}.csv", index=False)
-    cfg = tiny_config(tmp_path, data=dict(source="csv", csv_dir=str(data)))
+    cfg = finetune_config(tmp_path, data=dict(source="csv", csv_dir=str(data)))
     cfg["tokenizer"]["train"] = False
     cfg["predictor"]["epochs"] = 1
     path = tmp_path / "c.yaml"
@@ -464,7 +485,7 @@ def test_cli_finetune_on_a_csv_folder(tmp_path, capsys):
 
 
 def test_qlib_source_derives_amount_and_masks_suspensions():
-    provider = SHARED / "data" / "cn_daily_2010_2022"
+    provider = DATA / "cn_daily_2010_2022"
     if not provider.exists():
         pytest.skip(f"shared Qlib data missing: {provider}")
     from kronos_alpha.finetune.sources import qlib_series

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 
 import pytest
-import torch
 import yaml
-from test_finetune import make_panel, tiny_config
+from conftest import finetune_config, make_panel
+from kronos_alpha.finetune import load_state
 
 
 @pytest.mark.slow
@@ -21,7 +21,7 @@ def test_torchrun_two_cpu_ranks(tmp_path):
     data.mkdir()
     for name, df in make_panel(3).items():
         df.rename_axis("timestamps").reset_index().to_csv(data / f"{name}.csv", index=False)
-    cfg = tiny_config(tmp_path, data=dict(source="csv", csv_dir=str(data)), num_threads=1)
+    cfg = finetune_config(tmp_path, data=dict(source="csv", csv_dir=str(data)), num_threads=1)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "29533", "-m", "kronos_alpha.cli"]
@@ -37,6 +37,5 @@ def test_torchrun_two_cpu_ranks(tmp_path):
         # 48 samples per epoch over 2 ranks: half the optimizer steps of one process
         assert s["done"] and s["val_loss_best"] < s["val_loss_before"]
     assert result["predictor"]["total_steps"] == 2 * 3  # ceil(48 / (4 * 2 * 2)) * 2 epochs
-    state = torch.load(tmp_path / "run" / "predictor" / "state" / "training_state.pt",
-                       weights_only=False)  # fmt: skip
+    state = load_state(tmp_path / "run" / "predictor" / "state" / "training_state.safetensors")
     assert len(state["rng"]) == 2  # both ranks' generators, in the one atomic file

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import finetune_config, make_panel
 from safetensors.torch import load_file
-from test_finetune import make_panel, tiny_config
 
 
 @pytest.mark.slow
@@ -25,7 +25,9 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         df.rename_axis("timestamps").reset_index().to_csv(data / f"{name}.csv", index=False)
     cmds = {}
     for run in ("a", "b"):
-        cfg = tiny_config(tmp_path / run, data=dict(source="csv", csv_dir=str(data)), num_threads=1)
+        cfg = finetune_config(
+            tmp_path / run, data=dict(source="csv", csv_dir=str(data)), num_threads=1
+        )
         cfg["tokenizer"].update(epochs=1)
         cfg["predictor"].update(epochs=3, samples_per_epoch=200, save_every=3)
         path = tmp_path / f"{run}.yaml"

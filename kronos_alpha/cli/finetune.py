@@ -6,10 +6,14 @@ kronos_alpha.cli finetune --config FILE``. Re-running the same command resumes.
 
 from __future__ import annotations
 
+from . import DefaultsHelpFormatter
+
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "finetune", help="fine-tune the tokenizer and the predictor from a YAML config"
+        "finetune",
+        help="fine-tune the tokenizer and the predictor from a YAML config",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--config", required=True, help="YAML file (see examples/finetune_csi300.yaml)")
     p.add_argument("--output-dir", help="override output_dir of the config")
@@ -25,19 +29,15 @@ def register(sub) -> None:
 def run(args) -> int:
     from kronos_alpha.finetune import FinetuneConfig, run_finetune
     from kronos_alpha.finetune.run import print_summary
+    from kronos_alpha.inference import distributed
 
     cfg = FinetuneConfig.from_yaml(args.config)
     if args.output_dir:
         cfg.output_dir = args.output_dir
     if args.no_progress:
         cfg.progress = False
-    import os
-
-    import torch.distributed as dist
-
     result = run_finetune(cfg, restart=args.restart)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if distributed.rank() == 0:
         print_summary(result)
-    if dist.is_initialized():  # started by the trainer under torchrun
-        dist.destroy_process_group()
+    distributed.shutdown()  # the trainer started it under torchrun
     return 0
