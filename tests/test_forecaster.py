@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FIXTURE
+from conftest import make_panel as shared_make_panel
 
 from kronos_alpha import Forecaster, InputError
 from kronos_alpha.inference.calendar import BarCalendar
-
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "upstream-tiny"
 
 
 @pytest.fixture(scope="module")
@@ -26,24 +26,11 @@ def tiny():
     )
 
 
-def make_panel(n_bars=50, names=("AAA", "BBB", "CCC"), seed=0, start="2021-01-04"):
-    rng = np.random.default_rng(seed)
-    idx = pd.bdate_range(start, periods=n_bars)
-    out = {}
-    for name in names:
-        c = 50 * np.exp(np.cumsum(rng.normal(0, 0.015, n_bars)))
-        o = c * np.exp(rng.normal(0, 0.004, n_bars))
-        out[name] = pd.DataFrame(
-            {
-                "open": o,
-                "high": np.maximum(o, c) * 1.01,
-                "low": np.minimum(o, c) * 0.99,
-                "close": c,
-                "volume": rng.uniform(1e5, 3e5, n_bars),
-            },
-            index=idx,
-        )
-    return out
+# This module's bars (its tests were written on exactly these numbers).
+make_panel = partial(
+    shared_make_panel, n_bars=50, names=("AAA", "BBB", "CCC"), seed=0, start="2021-01-04",
+    price=50.0, sigma=0.015, open_style="log", open_sd=0.004, wick=0.01, volume=(1e5, 3e5),
+)  # fmt: skip
 
 
 def to_long(panel: dict) -> pd.DataFrame:

@@ -7,41 +7,29 @@ import subprocess
 import sys
 import threading
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import FIXTURE
+from conftest import make_panel as shared_make_panel
 
 from kronos_alpha import CheckpointError, Forecaster
 from kronos_alpha.inference.cache import CacheError, ForecastCache
 from kronos_alpha.model import zoo
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
 
 pytestmark = pytest.mark.skipif(
     not FIXTURE.is_dir(), reason=f"fixture checkpoint {FIXTURE} is absent"
 )
 
 
-def make_panel(n_bars=40, names=("AAA", "BBB", "CCC"), seed=3):
-    rng = np.random.default_rng(seed)
-    idx = pd.bdate_range("2022-03-01", periods=n_bars)
-    out = {}
-    for name in names:
-        c = 20 * np.exp(np.cumsum(rng.normal(0, 0.02, n_bars)))
-        out[name] = pd.DataFrame(
-            {
-                "open": c * 0.999,
-                "high": c * 1.01,
-                "low": c * 0.99,
-                "close": c,
-                "volume": rng.uniform(1e4, 1e5, n_bars),
-            },
-            index=idx,
-        )
-    return out
+# This module's bars (flat opens: its tests were written on exactly these numbers).
+make_panel = partial(
+    shared_make_panel, n_bars=40, names=("AAA", "BBB", "CCC"), seed=3, start="2022-03-01",
+    price=20.0, sigma=0.02, open_style="flat", wick=0.01, volume=(1e4, 1e5),
+)  # fmt: skip
 
 
 def fc_for(**kw):
