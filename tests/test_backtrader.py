@@ -14,14 +14,15 @@ import pytest
 
 bt = pytest.importorskip("backtrader")
 
+from conftest import SHARED  # noqa: E402
 from kronos_alpha.adapters.backtrader import Kronos, KronosIndicator, bar_times  # noqa: E402
 
 from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
 from kronos_alpha.inference.panel import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
+DATA = SHARED / "data" / "cn_daily_2010_2022"
+FIXTURE = SHARED / "fixtures" / "upstream-tiny"
 NAMES = ["SH600000", "SH600036"]
 LOOKBACK, HORIZON, SAMPLES = 16, 3, 2
 

@@ -15,7 +15,7 @@ import yaml
 pytest.importorskip("qlib")
 
 import qlib  # noqa: E402
-from conftest import make_bars
+from conftest import SHARED, make_bars
 from kronos_alpha.adapters.qlib import KronosHandler, KronosModel, check_benchmark, raw_bars  # noqa: E402
 from kronos_alpha.adapters.qlib.data import build  # noqa: E402
 from qlib.data.dataset import DatasetH, TSDatasetH  # noqa: E402
@@ -24,8 +24,8 @@ from qlib.data.dataset.handler import DataHandlerLP  # noqa: E402
 from kronos_alpha.inference.panel import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
-SHARED_DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
+FIXTURE = SHARED / "fixtures" / "upstream-tiny"
+SHARED_DATA = SHARED / "data" / "cn_daily_2010_2022"
 LOOKBACK = 40
 START, END = "2021-01-04", "2021-08-31"
 TEST_END = "2021-07-09"

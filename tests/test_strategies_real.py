@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import SHARED
 
 pytest.importorskip("qlib")
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cn_daily_2010_2022"
+DATA = SHARED / "data" / "cn_daily_2010_2022"
 if not (DATA / "calendars" / "day.txt").is_file():
     pytest.skip(f"real data folder {DATA} is absent", allow_module_level=True)
 

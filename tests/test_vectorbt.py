@@ -16,6 +16,7 @@ import pytest
 
 vbt = pytest.importorskip("vectorbt")
 
+from conftest import SHARED  # noqa: E402
 from kronos_alpha.adapters.vectorbt import KronosSignal, to_panel, topk_portfolio  # noqa: E402
 from kronos_alpha.strategies import topk_weights  # noqa: E402
 
@@ -23,8 +24,8 @@ from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
 from kronos_alpha.inference.panel import InputError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
+DATA = SHARED / "data" / "cn_daily_2010_2022"
+FIXTURE = SHARED / "fixtures" / "upstream-tiny"
 NAMES = ["SH600000", "SH600036", "SH601318", "SZ000001"]
 LOOKBACKS, HORIZON, SAMPLES = [16, 20], 3, 2
 FIELDS = ["open", "high", "low", "close", "volume"]

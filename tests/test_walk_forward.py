@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED
 from kronos_alpha.strategies.forecast_metrics import (
     central_coverage,
     crps_gaussian,
@@ -22,7 +23,6 @@ from kronos_alpha.strategies.forecast_metrics import (
     newey_west_tstat,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PROVIDER = SHARED / "data" / "cn_daily_2010_2022"
 FIXTURE = SHARED / "fixtures" / "upstream-tiny"
 FIELDS = ("open", "high", "low", "close", "volume", "factor")
