@@ -229,6 +229,45 @@ def test_resume_recomputes_nothing_and_refuses_another_config(runs):
         run_walk_forward(cfg)
 
 
+def test_resume_state_is_pickle_free_and_a_partial_resume_reports_the_same(runs, monkeypatch):
+    from kronos_alpha.strategies.walk_forward import run_walk_forward
+
+    import kronos_alpha.inference.forecaster as forecaster_module
+
+    root = runs["root"]
+    out = root / "out_clean"
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in (".pkl", ".pickle")]
+    assert not [p for p in files if p.read_bytes()[:1] == b"\x80"]  # a pickle's first byte
+    w0 = _window(out, 0)
+    for name in ("kronos_zero_shot", "kronos_finetuned"):
+        assert isinstance(w0["samples"][name].columns, pd.RangeIndex)
+        assert w0["samples"][name].shape[1] == 3
+    assert w0["hist_vol"].name is None and isinstance(w0["window"]["test"][0], pd.Timestamp)
+
+    built = []
+
+    class Counted(forecaster_module.Forecaster):
+        def __init__(self, *args, **kwargs):
+            built.append(args[:2])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(forecaster_module, "Forecaster", Counted)
+    cfg = _config(root / "clean", out)
+    # window 1 again: it takes window 0's fits (LightGBM text, fine-tune) from disk
+    (next((out / "windows").glob("w001_*")) / "result.json").unlink()
+    again = run_walk_forward(cfg)
+    assert again["windows_computed"] == 1
+    pd.testing.assert_frame_equal(again["table"], runs["clean"]["table"])
+    # both windows again: one Forecaster per checkpoint for the run, none per window
+    for folder in (out / "windows").glob("w*"):
+        (folder / "result.json").unlink()
+    built.clear()
+    again = run_walk_forward(cfg)
+    assert again["windows_computed"] == 2 and len(built) == 2  # base and fine-tuned
+    pd.testing.assert_frame_equal(again["table"], runs["clean"]["table"])
+
+
 def test_planted_future_jump_changes_nothing_decided_before_it(runs):
     root, spiked = runs["root"], runs["names"][0]
     a, b = _window(root / "out_clean", 0), _window(root / "out_jump", 0)
