@@ -1,8 +1,16 @@
 """The ``kronos-alpha`` command line.
 
-Each subcommand lives next to the feature it drives, in a module with a
-``register(subparsers)`` function that adds its parser and sets ``func``. Modules are
-imported only when listed here, so ``--help`` stays fast.
+Each subcommand is one module of this package (``kronos_alpha/cli/<name>.py``, listed in
+``COMMAND_MODULES``) with a ``register(subparsers)`` function that adds its parser and sets
+``func``. Every listed module is imported to build the parser; each imports what its
+command needs beyond the ``kronos_alpha`` package (pandas, qlib, the adapters, matplotlib)
+inside its ``run``, so ``--help`` loads no more than the package itself. The subcommands are
+the top of the import layering (core <- finetune <- strategies <- adapters <- cli): they may
+import anything, nothing imports them.
+
+A ``ValueError`` (the input boundary's ``InputError`` and ``ForecastSettings``'
+``SettingsError`` are ones), a missing file or an unknown key ends the command with one
+line on stderr naming the subcommand, and exit status 1.
 """
 
 from __future__ import annotations
@@ -20,6 +28,16 @@ COMMAND_MODULES = [
     "kronos_alpha.cli.qlib_data",
     "kronos_alpha.cli.walk_forward",
 ]
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` appends each option's default; a None default or an off switch is left to
+    the option's own help text (which says what "not given" means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,22 +7,38 @@ import json
 import sys
 from pathlib import Path
 
+from kronos_alpha.inference.settings import ForecastSettings
+
+from . import DefaultsHelpFormatter
+
 TIME_COLS = ("datetime", "timestamps", "timestamp", "date", "time")
 INSTRUMENT_COLS = ("instrument", "ticker", "symbol", "code")
+# The command's defaults are ForecastSettings' except one: a one-off forecast of a few windows
+# can afford 20 sampled paths (the library's 5 are sized for panels of thousands of windows),
+# and its quantiles and the chart's fan of paths need them.
+DEFAULTS = ForecastSettings(sample_count=20)
+# ForecastSettings fields set by an option of the same dest; return_paths and progress follow
+# --chart and --quiet.
+SETTING_ARGS = (
+    "lookback", "horizon", "sample_count", "T", "top_p", "seed", "device", "dtype", "cache_dir",
+)  # fmt: skip
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "forecast",
         help="forecast returns from a CSV/parquet file or the bundled sample, with a chart",
+        formatter_class=DefaultsHelpFormatter,
         description=(
             "Forecast close-to-close returns over --horizon bars for the chosen decision times. "
             "Input: a CSV or parquet file with a time column (datetime/timestamps/date), open high "
             "low close [volume amount] and optionally an instrument column; or --sample TICKER "
             "(daily AAPL/GOOG/IBM/MSFT 2000-2013 from bokeh-sampledata). Without --model the Hub's "
-            "kronos-small is used, or offline the small checkpoint bundled with the package."
+            "kronos-small is used, or offline the small checkpoint bundled with the package. "
+            "The forecast settings' defaults are kronos_alpha's ForecastSettings, except --samples."
         ),
     )
+    d = DEFAULTS
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", "-i", help="CSV or parquet file of bars")
     src.add_argument("--sample", help="bundled sample ticker(s), comma separated (default AAPL)")
@@ -30,46 +46,51 @@ def register(sub) -> None:
         "--model", help="zoo name, Hub id or folder (default: kronos-small / offline default)"
     )
     p.add_argument("--tokenizer", help="tokenizer folder or Hub id, when --model does not imply it")
-    p.add_argument("--lookback", type=int, default=90, help="bars of context (default 90)")
-    p.add_argument("--horizon", type=int, default=10, help="bars to forecast (default 10)")
+    p.add_argument("--lookback", type=int, default=d.lookback, help="bars of context")
+    p.add_argument("--horizon", type=int, default=d.horizon, help="bars to forecast")
     p.add_argument(
-        "--samples", type=int, default=20, help="sampled paths per forecast (default 20)"
-    )
-    p.add_argument("--T", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling (default 0.9)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        "--samples", dest="sample_count", metavar="N", type=int, default=d.sample_count,
+        help="sampled paths per forecast",
+    )  # fmt: skip
+    p.add_argument("--T", type=float, default=d.T, help="sampling temperature")
+    p.add_argument("--top-p", type=float, default=d.top_p, help="nucleus sampling mass")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
     when = p.add_mutually_exclusive_group()
     when.add_argument(
         "--date", action="append", help="decision time (repeatable); default: the last bar"
     )
-    when.add_argument(
-        "--last", type=int, default=1, help="forecast at each of the last N bars (default 1)"
-    )
-    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: auto)")
-    p.add_argument("--dtype", help="float32 (default), bf16 or fp16 (cuda)")
-    p.add_argument("--cache-dir", help="forecast cache folder (default: none)")
+    when.add_argument("--last", type=int, default=1, help="forecast at each of the last N bars")
+    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, mps (default: auto)")
+    p.add_argument("--dtype", default=d.dtype, help="float32 (default), bf16 or fp16 (cuda)")
+    p.add_argument("--cache-dir", default=d.cache_dir, help="forecast cache folder (default: none)")
+    p.add_argument("--out", "-o", default="forecast.csv", help="table file, .csv or .parquet")
     p.add_argument(
-        "--out",
-        "-o",
-        default="forecast.csv",
-        help="table file, .csv or .parquet (default forecast.csv)",
-    )
-    p.add_argument(
-        "--chart",
-        default="forecast.png",
-        help="PNG chart of one forecast (default forecast.png; '' for none)",
+        "--chart", default="forecast.png", help="PNG chart of one forecast ('' for none)"
     )
     p.add_argument("--chart-instrument", help="instrument to chart (default: the first)")
-    p.add_argument(
-        "--context", type=int, default=60, help="bars of context drawn in the chart (default 60)"
-    )
+    p.add_argument("--context", type=int, default=60, help="bars of context drawn in the chart")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def settings_from(args) -> ForecastSettings:
+    """The one ForecastSettings of a run: the command's defaults with the options given."""
+    return DEFAULTS.replace(
+        **{k: getattr(args, k) for k in SETTING_ARGS},
+        return_paths=bool(args.chart),
+        progress=not args.quiet,
+    )
+
+
 def read_bars(path: str):
-    """A file of bars -> a dict {instrument: frame indexed by time} or one frame."""
+    """A file of bars -> a dict {instrument: frame indexed by time}.
+
+    Column names go through the input boundary (``panel.clean_columns``: lower case, without
+    Qlib's ``$``; two columns that collide are an error), so are the timestamps.
+    """
     import pandas as pd
+
+    from kronos_alpha.inference.panel import clean_columns, to_datetime_index
 
     f = Path(path)
     if not f.is_file():
@@ -78,20 +99,19 @@ def read_bars(path: str):
         df = pd.read_parquet(f)
     else:
         df = pd.read_csv(f)
-    cols = {c.lower().lstrip("$"): c for c in df.columns}
-    time_col = next((cols[c] for c in TIME_COLS if c in cols), None)
+    df = clean_columns(df, path, features_only=False)
+    time_col = next((c for c in TIME_COLS if c in df.columns), None)
+    if time_col is None and isinstance(df.index, pd.DatetimeIndex):  # parquet: bars by time
+        df = clean_columns(df.reset_index(), path, features_only=False)
+        time_col = df.columns[0]
     if time_col is None:
-        if isinstance(df.index, pd.DatetimeIndex):
-            df = df.reset_index()
-            time_col = df.columns[0]
-        else:
-            raise ValueError(
-                f"{path}: no time column; expected one of {list(TIME_COLS)}, found {list(df.columns)}"
-            )
-    df[time_col] = pd.to_datetime(df[time_col])
-    inst_col = next((cols[c] for c in INSTRUMENT_COLS if c in cols), None)
+        raise ValueError(
+            f"{path}: no time column; expected one of {list(TIME_COLS)}, found {list(df.columns)}"
+        )
+    df[time_col] = to_datetime_index(df[time_col], f"{path}: column {time_col!r}")
+    inst_col = next((c for c in INSTRUMENT_COLS if c in df.columns), None)
     if inst_col is None:
-        return {f.stem: df.set_index(time_col).drop(columns=[], errors="ignore")}
+        return {f.stem: df.set_index(time_col)}
     return {
         str(k): g.drop(columns=inst_col).set_index(time_col)
         for k, g in df.groupby(inst_col, sort=True)
@@ -101,10 +121,12 @@ def read_bars(path: str):
 def run(args) -> int:
     import pandas as pd
 
+    from kronos_alpha.files import atomic_write, save_figure, write_parquet
     from kronos_alpha.inference import distributed
     from kronos_alpha.inference.forecaster import Forecaster
     from kronos_alpha.inference.panel import split_panel
 
+    settings = settings_from(args)  # a bad setting fails before any data is read
     distributed.init_from_env()
     if args.input:
         panel = read_bars(args.input)
@@ -113,21 +135,7 @@ def run(args) -> int:
 
         panel = load_panel([t.strip() for t in (args.sample or "AAPL").split(",") if t.strip()])
     frames = split_panel(panel)
-    fc = Forecaster(
-        model=args.model,
-        tokenizer=args.tokenizer,
-        lookback=args.lookback,
-        horizon=args.horizon,
-        sample_count=args.samples,
-        T=args.T,
-        top_p=args.top_p,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-        cache_dir=args.cache_dir,
-        return_paths=bool(args.chart),
-        progress=not args.quiet,
-    )
+    fc = Forecaster(model=args.model, tokenizer=args.tokenizer, settings=settings)
     if args.date:
         dates = args.date
     else:
@@ -137,11 +145,10 @@ def run(args) -> int:
     if distributed.rank() != 0:
         return 0
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in (".parquet", ".pq"):
-        table.to_parquet(out)
+        write_parquet(out, table)
     else:
-        table.to_csv(out)
+        atomic_write(out, lambda f: table.to_csv(f))
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(
             table.drop(columns=[c for c in table.columns if c.startswith("close_h")])
@@ -172,7 +179,7 @@ def run(args) -> int:
         t = rows.index[-1]
         future, paths = fc.paths_[(t, name)]
         hist = frames[name].loc[:t]
-        after = frames[name].loc[t:].iloc[1 : 1 + args.horizon]  # a past date: what happened
+        after = frames[name].loc[t:].iloc[1 : 1 + settings.horizon]  # a past date: what happened
         fig = plot_forecast(
             hist,
             future,
@@ -184,7 +191,6 @@ def run(args) -> int:
         fig.text(
             0.99, 0.01, f"model: {fc.source_}", ha="right", va="bottom", fontsize=7, color="grey"
         )
-        Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.chart)
+        save_figure(args.chart, fig)
         print(f"chart: {args.chart}", file=sys.stderr)
     return 0

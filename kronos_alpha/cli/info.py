@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 
+from . import DefaultsHelpFormatter
+
 
 def register(sub) -> None:
-    p = sub.add_parser("info", help="show the device, the model zoo and checkpoint details")
+    p = sub.add_parser(
+        "info",
+        help="show the device, the model zoo and checkpoint details",
+        formatter_class=DefaultsHelpFormatter,
+    )
     p.add_argument("--model", help="a checkpoint folder or Hub id to describe")
     p.add_argument("--tokenizer", help="a tokenizer folder or Hub id to describe")
     p.set_defaults(func=run)
@@ -25,7 +31,7 @@ def run(args) -> int:
     import torch
 
     from kronos_alpha import __version__
-    from kronos_alpha.inference.predictor import auto_device
+    from kronos_alpha.inference.device import auto_device
     from kronos_alpha.model.zoo import ZOO, default_info
 
     info = {

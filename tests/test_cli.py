@@ -1,0 +1,90 @@
+"""The command line: one ForecastSettings from the options, the input boundary's column names,
+one-line errors, and --help showing the defaults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kronos_alpha.cli import build_parser, main
+from kronos_alpha.cli.forecast import DEFAULTS, read_bars, settings_from
+from kronos_alpha.inference.panel import InputError, split_panel
+from kronos_alpha.inference.settings import ForecastSettings
+
+
+def test_forecast_options_build_one_settings_with_the_library_defaults():
+    args = build_parser().parse_args(["forecast"])
+    s = settings_from(args)
+    # one set of defaults: ForecastSettings', but more paths for a one-off forecast and chart
+    assert s == ForecastSettings(sample_count=20, return_paths=True) and DEFAULTS.sample_count == 20
+    args = build_parser().parse_args(
+        ["forecast", "--lookback", "32", "--samples", "4", "--top-p", "0.5", "--chart", "", "-q"]
+    )
+    s = settings_from(args)
+    assert (s.lookback, s.sample_count, s.top_p, s.return_paths, s.progress) == (
+        32, 4, 0.5, False, False,
+    )  # fmt: skip
+
+
+def test_forecast_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["forecast", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = ForecastSettings()
+    assert f"bars of context (default: {d.lookback})" in text
+    assert f"nucleus sampling mass (default: {d.top_p})" in text
+    assert "paths per forecast (default: 20)" in text
+    assert "(default: None)" not in text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lookback", "1"], "lookback must be at least 2, got 1"),
+        (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (["--dtype", "int8"], "dtype must be one of"),
+    ],
+)
+def test_bad_settings_are_one_line_errors_before_any_data_is_read(argv, message, capsys, tmp_path):
+    missing = str(tmp_path / "nope.csv")  # never read: the settings fail first
+    assert main(["forecast", "-i", missing, *argv]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and err[0].startswith("kronos-alpha forecast: error: ") and message in err[0]
+    )
+
+
+def bars_csv(tmp_path, columns) -> str:
+    rng = np.random.default_rng(0)
+    n = 30
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    body = {"Date": pd.bdate_range("2021-01-04", periods=n).strftime("%Y-%m-%d")}
+    body.update({c: close * (1 + 0.001 * i) for i, c in enumerate(columns)})
+    df = pd.concat([pd.DataFrame(body).assign(Ticker=t) for t in ("AAA", "BBB")])
+    path = tmp_path / "bars.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def test_read_bars_uses_the_input_boundarys_column_names(tmp_path, capsys):
+    path = bars_csv(tmp_path, ["$Open", "$High", "$Low", "$Close", "$Volume"])
+    frames = read_bars(path)
+    assert sorted(frames) == ["AAA", "BBB"]
+    assert list(frames["AAA"].columns) == ["open", "high", "low", "close", "volume"]
+    assert isinstance(frames["AAA"].index, pd.DatetimeIndex) and len(frames["AAA"]) == 30
+    assert list(split_panel(frames)["BBB"].columns) == ["open", "high", "low", "close", "volume"]
+    clash = bars_csv(tmp_path, ["open", "high", "low", "close", "Close"])
+    with pytest.raises(InputError, match="'close' and 'Close' are both 'close'"):
+        read_bars(clash)
+    assert main(["forecast", "-i", clash, "-q"]) == 1
+    assert "are both 'close'" in capsys.readouterr().err
+
+
+def test_read_bars_takes_a_parquet_indexed_by_time(tmp_path):
+    pytest.importorskip("pyarrow")
+    idx = pd.DatetimeIndex(pd.bdate_range("2021-01-04", periods=5), name="Datetime")
+    df = pd.DataFrame({c: np.arange(5.0) + 1 for c in ("Open", "High", "Low", "Close")}, idx)
+    df.to_parquet(tmp_path / "x.parquet")
+    frames = read_bars(str(tmp_path / "x.parquet"))
+    assert list(frames) == ["x"] and frames["x"].index.equals(idx.rename("datetime"))
