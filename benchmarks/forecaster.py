@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from kronos_alpha import Forecaster, Kronos, KronosTokenizer
+from kronos_alpha.inference.device import batch_windows, torch_dtype
 from kronos_alpha.model.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
 
 
@@ -92,6 +93,11 @@ def main(argv=None) -> int:
             os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache_dir) for f in fs
         )
     n = len(cold)
+    length = min(args.lookback, fc.max_context_)  # what the forecaster's batches are sized for
+    dtype = torch_dtype(fc.dtype, fc.device_)
+    batch = args.batch_size or batch_windows(
+        fc.model_, fc.tokenizer_, dtype, fc.device_, length, args.samples, args.horizon
+    )
     print(
         json.dumps(
             {
@@ -106,7 +112,7 @@ def main(argv=None) -> int:
                 "device": fc.device_,
                 "dtype": cold_report["dtype"],
                 "torch_threads": torch.get_num_threads(),
-                "batch_windows": args.batch_size or fc._batch_windows(args.lookback),
+                "batch_windows": batch,
                 "cold_seconds": round(cold_s, 2),
                 "cold_windows_per_s": round(n / cold_s, 2),
                 "warm_seconds": round(warm_s, 3),
