@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402,F401
 from kronos_alpha.adapters.backtrader import Kronos  # noqa: E402
 from kronos_alpha.strategies.panel import load_panel  # noqa: E402
 
+from kronos_alpha.files import save_figure  # noqa: E402
 from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,11 +115,10 @@ def main(argv=None) -> dict:
         "run_seconds": round(seconds, 1),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     figs = cerebro.plot(iplot=False, volume=False, numfigs=1, style="line")
     fig = figs[0][0]
     fig.set_size_inches(14, 3 + 2.2 * len(strat.datas))
-    fig.savefig(out, dpi=80)
+    save_figure(out, fig, dpi=80)
     result["plot"] = str(out)
     print(json.dumps(result, indent=2, default=str))
     return result

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kronos_alpha import Forecaster
+from kronos_alpha.inference.settings import ForecastSettings
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cn_daily_2010_2022"
 FIELDS = ("open", "high", "low", "close", "volume")
@@ -67,9 +68,9 @@ def main() -> int:
     dates = calendar[[pos - 20 * k for k in range(args.dates)][::-1]]
     codes = members(DATA, dates[0])[: args.stocks]
     bars = {c: read_stock(DATA, c, calendar) for c in codes}
-    fc = Forecaster(
-        model=args.model, lookback=90, horizon=10, sample_count=5, cache_dir=args.cache_dir
-    )
+    settings = ForecastSettings(lookback=90, horizon=10, sample_count=5, cache_dir=args.cache_dir)
+    fc = Forecaster(model=args.model, settings=settings)
+    h = settings.horizon
     table = fc.forecast({c: b.loc[:end] for c, b in bars.items()}, dates=dates)
     print(f"{len(table)} forecasts for {len(codes)} stocks on {len(dates)} dates with {fc.source_}")
     print(
@@ -80,19 +81,20 @@ def main() -> int:
         },
     )
 
-    # What happened next (evaluation only): the realised 10-day close-to-close return.
+    # What happened next (evaluation only): the realised h-day close-to-close return.
     def realised(t, code):
         s = bars[code]["close"].dropna()
         i = s.index.get_indexer([t])[0]
-        return s.iloc[i + 10] / s.iloc[i] - 1 if 0 <= i and i + 10 < len(s) else np.nan
+        return s.iloc[i + h] / s.iloc[i] - 1 if 0 <= i and i + h < len(s) else np.nan
 
     table["realised"] = [realised(t, c) for t, c in table.index]
+    bands = [settings.quantile_columns[0], settings.quantile_columns[-1]]  # ret_q10, ret_q90
     for t, day in table.groupby(level="datetime"):
         ic = day["pred_return"].corr(day["realised"], method="spearman")
         top = day.sort_values("pred_return", ascending=False)
         print(f"\n{t:%Y-%m-%d}: rank IC {ic:+.3f}; top 5 by pred_return:")
         print(
-            top.head(5)[["pred_return", "ret_q10", "ret_q90", "prob_up", "pred_vol", "realised"]]
+            top.head(5)[["pred_return", *bands, "prob_up", "pred_vol", "realised"]]
             .round(4)
             .to_string()
         )

@@ -15,7 +15,11 @@ matplotlib.use("Agg")
 
 from kronos_alpha import Forecaster  # noqa: E402
 from kronos_alpha.charts import plot_forecast  # noqa: E402
+from kronos_alpha.files import save_figure  # noqa: E402
+from kronos_alpha.inference.settings import ForecastSettings  # noqa: E402
 from kronos_alpha.sample_data import load_stock  # noqa: E402
+
+SETTINGS = ForecastSettings(lookback=90, horizon=10, sample_count=30, return_paths=True)
 
 
 def main() -> None:
@@ -30,20 +34,20 @@ def main() -> None:
 
     bars = load_stock(args.ticker)
     t = bars.index[-1] if args.date is None else bars.index[bars.index.get_indexer([args.date])[0]]
-    fc = Forecaster(model=args.model, lookback=90, horizon=10, sample_count=30, return_paths=True)
+    fc = Forecaster(model=args.model, settings=SETTINGS)
+    h = SETTINGS.horizon
     table = fc.forecast({args.ticker: bars}, dates=[t])
     row = table.loc[(t, args.ticker)]
     print(f"{args.ticker} at {t:%Y-%m-%d} with {fc.source_}:")
     print(row.round(4).to_string())
     future, paths = fc.paths_[(t, args.ticker)]
-    if t < bars.index[-1]:  # a past date: show what happened, for comparison
-        realised = bars["close"].iloc[bars.index.get_loc(t) + 10] / bars.loc[t, "close"] - 1
-        print(f"realised 10-bar return: {realised:+.4f}")
-    after = bars.loc[t:].iloc[1:11]
+    after = bars.loc[t:].iloc[1 : 1 + h]
+    if len(after) == h:  # a past date: show what happened, for comparison
+        print(f"realised {h}-bar return: {after['close'].iloc[-1] / bars.loc[t, 'close'] - 1:+.4f}")
     fig = plot_forecast(
         bars.loc[:t], future, paths, title=f"{args.ticker} at {t:%Y-%m-%d}", actual=after
     )
-    fig.savefig(args.out)
+    save_figure(args.out, fig)
     print(f"chart: {args.out}")
 
 
