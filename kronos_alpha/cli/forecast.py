@@ -7,11 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from kronos_alpha.inference.panel import TIME_COLUMNS
 from kronos_alpha.inference.settings import ForecastSettings
 
 from . import DefaultsHelpFormatter
 
-TIME_COLS = ("datetime", "timestamps", "timestamp", "date", "time")
 INSTRUMENT_COLS = ("instrument", "ticker", "symbol", "code")
 # The command's defaults are ForecastSettings' except one: a one-off forecast of a few windows
 # can afford 20 sampled paths (the library's 5 are sized for panels of thousands of windows),
@@ -86,7 +86,8 @@ def read_bars(path: str):
     """A file of bars -> a dict {instrument: frame indexed by time}.
 
     Column names go through the input boundary (``panel.clean_columns``: lower case, without
-    Qlib's ``$``; two columns that collide are an error), so are the timestamps.
+    Qlib's ``$``; two columns that collide are an error); the time column is the first of
+    ``panel.TIME_COLUMNS`` present, parsed by ``panel.to_datetime_index``.
     """
     import pandas as pd
 
@@ -100,13 +101,13 @@ def read_bars(path: str):
     else:
         df = pd.read_csv(f)
     df = clean_columns(df, path, features_only=False)
-    time_col = next((c for c in TIME_COLS if c in df.columns), None)
+    time_col = next((c for c in TIME_COLUMNS if c in df.columns), None)
     if time_col is None and isinstance(df.index, pd.DatetimeIndex):  # parquet: bars by time
         df = clean_columns(df.reset_index(), path, features_only=False)
         time_col = df.columns[0]
     if time_col is None:
         raise ValueError(
-            f"{path}: no time column; expected one of {list(TIME_COLS)}, found {list(df.columns)}"
+            f"{path}: no time column; expected one of {list(TIME_COLUMNS)}, found {list(df.columns)}"
         )
     df[time_col] = to_datetime_index(df[time_col], f"{path}: column {time_col!r}")
     inst_col = next((c for c in INSTRUMENT_COLS if c in df.columns), None)
