@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 from kronos_alpha.finetune import FinetuneConfig, run_finetune
+
+from kronos_alpha import files
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "kronos_alpha" / "assets" / "default"
@@ -120,10 +121,8 @@ def main() -> None:
     if args.no_install:
         return
     for src, dst in ((result["tokenizer_path"], "tokenizer"), (result["model_path"], "model")):
-        target = ASSETS / dst
-        target.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "model.safetensors"):
-            shutil.copyfile(Path(src) / name, target / name)
+            files.atomic_write(ASSETS / dst / name, (Path(src) / name).read_bytes())
     keep = ("val_loss_before", "val_loss_best", "best_epoch", "val_history", "global_step", "train_windows",
             "val_windows", "samples_per_s")  # fmt: skip
     summary = {
@@ -136,7 +135,7 @@ def main() -> None:
         "wall_s": result["wall_s"],
         "config": cfg.to_dict(),
     }
-    (ASSETS / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    files.write_json(ASSETS / "training.json", summary)
     print(f"installed into {ASSETS}")
 
 
