@@ -1,9 +1,10 @@
 """Forecaster: a panel of OHLCV bars -> a table of predicted returns per (decision time, instrument).
 
 The one inference path for the Qlib, backtrader and vectorbt adapters and the strategies.
-A forecast is followed through four files: ``panel`` (bars -> validated series -> windows),
-this one (batches, cache, shards, summary), ``data`` (normalisation) and ``generation``
-(sampled paths).
+A forecast is followed through four files: ``panel`` (bars checked at the input boundary),
+``data`` (-> a ``Series`` per instrument, a ``Window`` per forecast; ``sample_bars``: normalise,
+sample, map back), this one (batches, cache, shards, the summary) and ``generation`` (the
+token engine).
 
 Policies (all counted in ``Forecaster.report``):
 
@@ -40,10 +41,10 @@ from ..model import zoo
 from . import distributed
 from .cache import ForecastCache, settings_digest, weights_digest, window_key
 from .calendar import BarCalendar
-from .data import time_features
+from .data import Series, Window, check_dates, forecast_windows, sample_bars, time_features
 from .device import auto_device, batch_windows, check_device, check_fits, torch_dtype, window_bytes
-from .generation import sample_bars, uniforms_for_seeds, window_seed
-from .panel import FEATURE_COLS, Series, Window, check_dates, forecast_windows, split_panel
+from .generation import uniforms_for_seeds, window_seed
+from .panel import FEATURE_COLS, split_panel
 from .settings import ForecastSettings, check_horizon
 
 RELOAD = {"device", "dtype", "max_context"}  # settings that change the loaded model

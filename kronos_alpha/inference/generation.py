@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..model.layers import apply_rotary, rms_norm
-from .data import denormalize, normalize, scaler_stats
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -345,70 +344,3 @@ def sample_paths(
     w = slice(max(0, total - max_context), total)
     z = tokenizer.decode((tok1[:, w], tok2[:, w]), half=True)[:, -pred_len:]
     return z.float().cpu().numpy().reshape(x.shape[0], sample_count, pred_len, z.shape[-1])
-
-
-PRICE_LEVEL = (2.0**-7, 2.0**40)  # mean |price| outside this: rescale the window exactly
-SCALED = [0, 1, 2, 3, 5]  # open, high, low, close, amount: the columns in price units
-
-
-def price_scale(bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(bars, per-window scale (B, 1, 6)): windows whose price level is tiny or huge are
-    multiplied by the power of two that brings it into [64, 128).
-
-    The normalisation's fixed epsilon (1e-5) would otherwise dominate the std of prices near
-    1e-5, and float32 squares overflow near 1e20. A power of two is exact in floating point,
-    so the result equals that of the same bars quoted in another unit; windows inside the
-    range (every ordinary price) are untouched, bit for bit.
-    """
-    level = np.abs(bars[..., :4]).mean(axis=(-1, -2)).astype(np.float64)  # (B,)
-    exp = np.where(
-        (level < PRICE_LEVEL[0]) | (level > PRICE_LEVEL[1]),
-        6 - np.floor(np.log2(np.maximum(level, np.finfo(np.float64).tiny))),
-        0.0,
-    )
-    scale = np.ones((bars.shape[0], 1, bars.shape[-1]), np.float32)
-    scale[:, 0, SCALED] = np.exp2(exp)[:, None].astype(np.float32)
-    if (exp == 0).all():
-        return bars, scale
-    return bars * scale, scale
-
-
-def sample_bars(
-    tokenizer,
-    model,
-    bars: np.ndarray,
-    stamp: np.ndarray,
-    future_stamp: np.ndarray,
-    max_context: int,
-    sample_count: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    clip: float,
-    uniforms: torch.Tensor | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """Raw bars (B, L, 6) -> sampled raw paths (B, sample_count, P, 6), float32.
-
-    Each window is normalised by its own mean and std (``data.normalize``), sampled, and
-    mapped back to prices: the one path from bars to forecasts.
-    """
-    bars, scale = price_scale(bars)
-    mean, std = scaler_stats(bars)
-    x = normalize(bars, mean, std, clip)
-    z = sample_paths(
-        tokenizer,
-        model,
-        x,
-        stamp,
-        future_stamp,
-        max_context,
-        sample_count,
-        temperature,
-        top_k,
-        top_p,
-        uniforms,
-        progress=progress,
-    )
-    y = denormalize(z, mean[:, None], std[:, None])
-    return (y / scale[:, None]).astype(np.float32)

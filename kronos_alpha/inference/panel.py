@@ -16,12 +16,9 @@ treated as absent. An untraded bar is *suspended*.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
-from .data import time_features
 
 PRICE_COLS = ["open", "high", "low", "close"]
 VOLUME_COL = "volume"
@@ -334,118 +331,6 @@ def split_panel(panel) -> dict[str, pd.DataFrame]:
             stacklevel=3,
         )
     return out
-
-
-class Series:
-    """One instrument after the suspension policy: its usable bars, features and stamps.
-
-    By default suspended bars are dropped (a window is the last ``lookback`` traded bars);
-    with ``fill_suspended`` they stay, NaN-priced ones as flat bars at the previous close with
-    volume 0 (Qlib's own convention). ``dropped`` / ``filled`` count what the policy did.
-    """
-
-    def __init__(self, name: str, df: pd.DataFrame, fill_suspended: bool):
-        traded, has_volume = traded_mask(df, f"instrument {name!r}")
-        if not has_volume:
-            df = df.drop(columns=[c for c in (VOLUME_COL, AMOUNT_COL) if c in df.columns])
-        priced = priced_mask(df)
-        self.raw_index = df.index
-        if fill_suspended:
-            first_ok = int(np.argmax(priced)) if priced.any() else len(df)
-            keep = np.ones(len(df), bool)
-            keep[:first_ok] = False  # nothing to fill from before the first priced bar
-            df = df.iloc[first_ok:].copy()
-            nan_rows = ~priced[first_ok:]
-            close = df["close"].ffill()
-            for c in PRICE_COLS:
-                df.loc[nan_rows, c] = close[nan_rows]
-            for c in (VOLUME_COL, AMOUNT_COL):
-                if c in df.columns:
-                    df[c] = df[c].fillna(0.0)
-            self.filled, self.dropped, self.usable_raw = int(nan_rows.sum()), first_ok, keep
-        else:
-            df = df[traded]
-            self.filled, self.dropped, self.usable_raw = 0, int((~traded).sum()), traded
-        self.name = name
-        self.index = df.index
-        self.x = (
-            ohlcv_matrix(df, f"instrument {name!r}") if len(df) else np.zeros((0, 6), np.float32)
-        )
-        self.stamp = time_features(df.index)
-        self.close = df["close"].to_numpy(dtype=np.float64)  # returns use the exact close
-
-
-@dataclass(frozen=True)
-class Window:
-    """The context of one forecast: ``series``' usable bars up to position ``end``, for
-    decision time ``time``."""
-
-    time: pd.Timestamp
-    instrument: str
-    series: Series
-    end: int
-
-    @property
-    def close(self) -> float:
-        """The close at the decision time: the base of every predicted return."""
-        return float(self.series.close[self.end])
-
-    def bars(self, length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(features (length, 6), stamps (length, 5)) of the last ``length`` bars."""
-        lo = self.end + 1 - length
-        return self.series.x[lo : self.end + 1], self.series.stamp[lo : self.end + 1]
-
-
-def check_dates(dates, times: pd.DatetimeIndex, tz) -> pd.DatetimeIndex:
-    """Requested decision times: unique, sorted, each a bar time of the panel."""
-    if isinstance(dates, (str, pd.Timestamp)) or np.isscalar(dates):
-        dates = [dates]
-    idx = to_datetime_index(list(dates), "dates")
-    if (idx.tz is None) != (tz is None):
-        raise InputError(
-            f"dates are timezone-{'naive' if idx.tz is None else 'aware'} but the panel's timestamps are "
-            f"timezone-{'naive' if tz is None else 'aware'}; use the same convention"
-        )
-    idx = idx.unique().sort_values()
-    outside = idx[~idx.isin(times)]
-    if len(outside):
-        t = outside[0]
-        if t < times[0] or t > times[-1]:
-            where = f"outside the data ({times[0]} .. {times[-1]})"
-        else:
-            where = f"not a bar time of the panel (previous bar {times[times.searchsorted(t) - 1]})"
-        raise InputError(
-            f"decision time {t} is {where}; {len(outside)} of {len(idx)} dates are not bar times"
-        )
-    return idx
-
-
-def forecast_windows(series: dict[str, Series], dates, min_history: int):
-    """(windows sorted by (time, instrument), requested count, skipped counts by reason).
-
-    ``dates`` None asks for every row of the panel; otherwise every (date, instrument) pair.
-    """
-    skipped = dict.fromkeys(SKIP_REASONS, 0)
-    windows = []
-    requested = 0
-    for s in series.values():
-        usable_pos = np.cumsum(s.usable_raw) - 1
-        if dates is None:
-            pairs = zip(s.raw_index, range(len(s.raw_index)))
-        else:
-            pairs = zip(dates, s.raw_index.get_indexer(dates))
-        for t, r in pairs:
-            requested += 1
-            if r < 0:
-                skipped["no_bar"] += 1
-            elif not s.usable_raw[r]:
-                skipped["suspended"] += 1
-            elif usable_pos[r] + 1 < min_history:
-                skipped["short_history"] += 1
-            else:
-                windows.append(Window(t, s.name, s, int(usable_pos[r])))
-    windows.sort(key=lambda w: (w.time, w.instrument))
-    return windows, requested, skipped
 
 
 # -- adapter feeds: a backtrader data, a vectorbt column ----------------------------------------

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..model.zoo import check_compatible
-from .data import time_features
+from .data import sample_bars, time_features
 from .device import auto_device, check_device
-from .generation import sample_bars, series_seed, uniforms_for_seeds
+from .generation import series_seed, uniforms_for_seeds
 from .panel import FEATURE_COLS, InputError, as_timestamps, ohlcv_matrix
 from .settings import ForecastSettings, check_horizon
 
