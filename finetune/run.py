@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kronos_alpha.files import write_json
+from kronos_alpha.files import open_run, write_json
 from kronos_alpha.inference.panel import InputError
-from kronos_alpha.inference.predictor import check_compatible
 from kronos_alpha.model import Kronos
 from kronos_alpha.model.tokenizer import KronosTokenizer
+from kronos_alpha.model.zoo import check_compatible
 
 from .checkpoint import recover, save_pretrained_atomic
 from .config import ConfigError, FinetuneConfig, split_range
@@ -159,9 +158,7 @@ def _run(cfg: FinetuneConfig, panel, restart: bool, on_step) -> dict:
     out = Path(cfg.output_dir)
     rt = Runtime.create(cfg.device, cfg.amp, cfg.progress, cfg.tensorboard)
     if rt.main:
-        if restart and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
+        open_run(out, "finetune", restart=restart)
         check_resumable(cfg, out)
         cfg.to_yaml(out / "config.yaml")
     seed_everything(cfg.seed)

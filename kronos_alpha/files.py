@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +21,22 @@ PART_PREFIX = ".tmp-"
 PART_SUFFIX = ".part"
 
 
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write(path, data: bytes | str | Callable) -> Path:
     """Write ``data`` (bytes, text, or a function given the open binary file) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX, suffix=PART_SUFFIX)
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a written file gets the umask's mode
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
@@ -73,3 +84,62 @@ def remove_stale_parts(folder, older_than: float = 0.0) -> int:
                 p.unlink()
                 n += 1
     return n
+
+
+# -- run folders ----------------------------------------------------------------------------------
+RUN_MARKER = ".kronos-alpha-run.json"
+
+
+class RunFolderError(ValueError):
+    """An output folder the project will not use or clear; the message says why."""
+
+
+def _marker(folder: Path) -> dict | None:
+    path = folder / RUN_MARKER
+    if not path.is_file() or path.is_symlink():
+        return None
+    try:
+        found = json.loads(path.read_text())
+    except (ValueError, OSError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def open_run(folder, kind: str, restart: bool = False) -> Path:
+    """The output folder of a ``kind`` run (e.g. "walk-forward"), ready to write or resume.
+
+    A run starts in a new or empty folder, which gets a marker file; so everything in a marked
+    folder is the run's. ``restart`` clears a folder only when it carries a marker of the same
+    kind: a user's folder, ".", "" or a run of another kind is refused and nothing is deleted.
+    """
+    if folder is None or not str(folder).strip():
+        raise RunFolderError(f"the {kind} output folder is empty ({folder!r}); name a folder")
+    folder = Path(folder).expanduser()
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise RunFolderError(f"{kind} output {str(folder)!r} is not a plain folder")
+    mark = _marker(folder) if folder.exists() else None
+    if mark is not None and mark.get("kind") != kind:
+        raise RunFolderError(
+            f"{str(folder)!r} holds a kronos-alpha {mark.get('kind')!r} run, not a {kind} run; "
+            "use another output folder"
+        )
+    if folder.exists() and mark is None and any(folder.iterdir()):
+        raise RunFolderError(
+            f"{str(folder)!r} holds files that no kronos-alpha {kind} run wrote (it has no "
+            f"{RUN_MARKER}); a run starts in a new or empty folder, so restart never deletes "
+            "anything else"
+        )
+    if restart and mark is not None:
+        for entry in folder.iterdir():
+            if entry.name == RUN_MARKER:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    if mark is None:
+        from kronos_alpha import __version__
+
+        write_json(folder / RUN_MARKER, {"kind": kind, "version": __version__})
+    return folder

@@ -348,3 +348,69 @@ def test_finished_batches_survive_a_crash_and_stale_temp_files_are_cleared(
     fc.forecast(panel, dates=dates)
     assert fc.report["from_cache"] == 2 and fc.report["computed"] == 2
     assert not stale.exists()
+
+
+# -- run folders ----------------------------------------------------------------------------------
+def test_restart_clears_only_a_folder_marked_as_a_run_of_its_kind(tmp_path, monkeypatch):
+    from kronos_alpha.files import RUN_MARKER, RunFolderError, open_run
+
+    mine = tmp_path / "user"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(RunFolderError, match="no kronos-alpha walk-forward run wrote"):
+        open_run(mine, "walk-forward", restart=True)
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    monkeypatch.chdir(mine)
+    for folder in (".", ""):
+        with pytest.raises(RunFolderError):
+            open_run(folder, "finetune", restart=True)
+    assert (mine / "thesis.tex").exists()
+
+    run = open_run(tmp_path / "run", "walk-forward")
+    (run / "windows").mkdir()
+    (run / "windows" / "w0.json").write_text("{}")
+    with pytest.raises(
+        RunFolderError, match="holds a kronos-alpha 'walk-forward' run, not a finetune run"
+    ):
+        open_run(run, "finetune", restart=True)
+    assert (run / "windows" / "w0.json").exists()
+    open_run(run, "walk-forward", restart=True)
+    assert sorted(p.name for p in run.iterdir()) == [RUN_MARKER]
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    (run / "link").symlink_to(outside, target_is_directory=True)
+    open_run(run, "walk-forward", restart=True)  # a link is removed, never followed
+    assert (outside / "keep").exists() and not (run / "link").exists()
+
+
+def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
+    import os
+
+    from kronos_alpha.files import atomic_write
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = atomic_write(tmp_path / "f.csv", "a,b\n")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_finetune_and_walk_forward_restart_refuse_a_users_folder(tmp_path):
+    from conftest import finetune_config, make_panel
+
+    from kronos_alpha.files import RunFolderError
+    from kronos_alpha.finetune import FinetuneConfig, run_finetune
+    from kronos_alpha.strategies.walk_forward import run_walk_forward
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    cfg = FinetuneConfig.from_dict({**finetune_config(tmp_path), "output_dir": str(mine)})
+    with pytest.raises(RunFolderError, match="no kronos-alpha finetune run wrote"):
+        run_finetune(cfg, make_panel(), restart=True)
+    wf = {"data": {"provider_uri": str(tmp_path), "start": "2020-01-01", "end": "2020-12-31"}}
+    with pytest.raises(RunFolderError, match="no kronos-alpha walk-forward run wrote"):
+        run_walk_forward(
+            {**wf, "output_dir": str(mine), "kronos": {"enabled": False}}, restart=True
+        )
+    assert (mine / "notes.txt").read_text() == "keep me"

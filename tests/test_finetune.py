@@ -421,8 +421,10 @@ def test_state_packing_round_trips_and_refuses_objects():
 
 
 def test_a_pickled_or_torn_state_is_not_loaded(tmp_path):
+    from kronos_alpha.files import open_run
+
     cfg = FinetuneConfig.from_dict(finetune_config(tmp_path))
-    folder = tmp_path / "run" / "tokenizer" / "state"
+    folder = open_run(tmp_path / "run", "finetune") / "tokenizer" / "state"  # a run's folder
     folder.mkdir(parents=True)
     (folder / "training_state.pt").write_bytes(b"\x80\x04 an old pickle")
     with pytest.raises(CheckpointError, match="earlier version"):

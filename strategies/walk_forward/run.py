@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.files import remove_stale_parts, write_json, write_parquet, write_text
+from kronos_alpha.files import open_run, remove_stale_parts, write_json, write_parquet, write_text
 
 from .baselines import alpha158_frames, fit_lgb, hist_vol, load_booster, price_signals
 from .config import (
@@ -108,15 +108,11 @@ def run_window(cfg, data, win, frames, fits: _Fits, forecasters, out: Path) -> d
 
 def run_walk_forward(config, restart: bool = False, report: bool = True) -> dict:
     """Run (or resume) every window, then write the report; returns a summary dict."""
-    import shutil
-
     import torch
     from tqdm.auto import tqdm
 
     cfg = load_config(config)
-    out = Path(cfg["output_dir"])
-    if restart and out.exists():
-        shutil.rmtree(out)
+    out = open_run(cfg["output_dir"], "walk-forward", restart=restart)
     _check_resumable(cfg, out)
     remove_stale_parts(out)  # what a killed writer of an earlier run left
     threads = torch.get_num_threads()
