@@ -397,10 +397,10 @@ def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
 
 def test_finetune_and_walk_forward_restart_refuse_a_users_folder(tmp_path):
     from conftest import finetune_config, make_panel
-
-    from kronos_alpha.files import RunFolderError
     from kronos_alpha.finetune import FinetuneConfig, run_finetune
     from kronos_alpha.strategies.walk_forward import run_walk_forward
+
+    from kronos_alpha.files import RunFolderError
 
     mine = tmp_path / "mine"
     mine.mkdir()
