@@ -48,7 +48,6 @@ backtrader 1.9.78 pitfalls:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
@@ -61,9 +60,10 @@ from kronos_alpha.inference.forecaster import Forecaster
 from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, check_feed_bars
 from kronos_alpha.inference.settings import ForecastSettings, quantile_column
 
+from .common import band_quantiles, base_forecaster, start_settings, with_band
+
 FEED_LINES = (*PRICE_COLS, VOLUME_COL)  # the lines a feed needs: Kronos reads whole bars
 _ORDINAL_1970 = 719163  # backtrader's float dates count days from 0001-01-01 (ordinal 1)
-_FORECASTERS: dict = {}  # (model, tokenizer) -> Forecaster: indicators naming a model share it
 _TABLES: OrderedDict = OrderedDict()  # (settings, bars digest) -> forecast table (a small LRU)
 _TABLES_KEPT = 8
 OVERRIDES = ("lookback", "horizon", "sample_count", "cache_dir")  # None: the forecaster's
@@ -198,47 +198,20 @@ class _Group:
                 self.live[n] = (key, self._rows(table, n, pd.DatetimeIndex([t]))[0])
 
 
-def band_quantiles(quantiles) -> tuple[float, float]:
-    """The (lower, upper) levels of the band lines."""
-    if len(quantiles) != 2 or not 0 < quantiles[0] < quantiles[1] < 1:
-        raise ValueError(
-            f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {quantiles!r}"
-        )
-    return float(quantiles[0]), float(quantiles[1])
-
-
 def indicator_settings(p, base: Forecaster) -> ForecastSettings:
     """The forecaster's settings (or ``settings=``) with this indicator's overrides: one
     ``replace``, validated there. The table also holds the band's quantiles."""
-    start = base.settings
-    if isinstance(p.settings, ForecastSettings):
-        start = p.settings
-    elif p.settings is not None:
-        start = start.replace(**dict(p.settings))
     changes = {k: getattr(p, k) for k in OVERRIDES if getattr(p, k) is not None}
     if p.seed != "forecaster":
         changes["seed"] = p.seed
-    changes["quantiles"] = tuple(sorted({*start.quantiles, *band_quantiles(p.quantiles)}))
-    return start.replace(**changes)
+    settings = start_settings(base, p.settings).replace(**changes)
+    return with_band(settings, band_quantiles(p.quantiles))
 
 
 def resolve_forecaster(p) -> tuple[Forecaster, Forecaster]:
     """(the user's or shared forecaster, a copy with this indicator's settings sharing its model)."""
-    base = p.forecaster
-    if base is None:
-        if p.model is None:
-            raise ValueError("KronosIndicator needs forecaster= (a Forecaster) or model= (a name)")
-        key = (str(p.model), str(p.tokenizer))
-        if key not in _FORECASTERS:
-            _FORECASTERS[key] = Forecaster(model=p.model, tokenizer=p.tokenizer, progress=False)
-        base = _FORECASTERS[key]
-    elif not isinstance(base, Forecaster):
-        raise TypeError(f"forecaster must be a kronos_alpha.Forecaster, got {type(base).__name__}")
-    settings = indicator_settings(p, base)
-    old = base.settings.as_dict()
-    fc = copy.copy(base.load())  # shares the loaded model; the user's object stays untouched
-    fc.set_params(**{k: v for k, v in settings.as_dict().items() if v != old[k]})
-    return base, fc
+    base = base_forecaster(p.forecaster, p.model, p.tokenizer, "KronosIndicator")
+    return base, base.load().with_settings(indicator_settings(p, base))
 
 
 class KronosIndicator(bt.Indicator):

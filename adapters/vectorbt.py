@@ -46,37 +46,20 @@ annualise with ``vbt.settings.returns["year_freq"]`` (365 days by default): use
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import vectorbt as vbt
 from kronos_alpha.strategies import topk_weights
 from kronos_alpha.strategies.signal import to_wide
 
-from kronos_alpha.inference.forecaster import Forecaster
 from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, check_feed_bars
 from kronos_alpha.inference.settings import ForecastSettings, quantile_column
+
+from .common import band_quantiles, base_forecaster, start_settings, with_band
 
 YEAR_FREQ = "252 days"
 PARAMS = ("lookback", "horizon", "sample_count")  # the factory's parameters; None: the forecaster's
 OUTPUTS = ("pred_return", "lower", "upper", "prob_up")
-_FORECASTERS: dict = {}  # (model, tokenizer) -> Forecaster: runs naming a model share one load
-
-
-def _base_forecaster(forecaster, model, tokenizer) -> Forecaster:
-    if forecaster is not None:
-        if not isinstance(forecaster, Forecaster):
-            raise TypeError(
-                f"forecaster must be a kronos_alpha.Forecaster, got {type(forecaster).__name__}"
-            )
-        return forecaster
-    if model is None:
-        raise ValueError("KronosSignal.run needs forecaster= (a Forecaster) or model= (a name)")
-    key = (str(model), str(tokenizer))
-    if key not in _FORECASTERS:
-        _FORECASTERS[key] = Forecaster(model=model, tokenizer=tokenizer, progress=False)
-    return _FORECASTERS[key]
 
 
 def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[str, pd.DataFrame]:
@@ -116,8 +99,7 @@ def combo_settings(start: ForecastSettings, combo, band, seed, cache_dir) -> For
     """One parameter combination's settings: one ``replace`` of ``start``, validated there."""
     changes = {k: int(v) for k, v in zip(PARAMS, combo) if v is not None}
     changes.update({k: v for k, v in (("seed", seed), ("cache_dir", cache_dir)) if v is not None})
-    changes["quantiles"] = tuple(sorted({*start.quantiles, *band}))
-    return start.replace(**changes)
+    return with_band(start.replace(**changes), band)
 
 
 def kronos_cache(
@@ -139,27 +121,17 @@ def kronos_cache(
     nan_bars="raise",
 ):
     """The ``cache_func``: one batched forecaster call per distinct parameter combination."""
-    if len(quantiles) != 2 or not 0 < quantiles[0] < quantiles[1] < 1:
-        raise ValueError(
-            f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {quantiles!r}"
-        )
-    base = _base_forecaster(forecaster, model, tokenizer)
-    start = base.settings
-    if isinstance(settings, ForecastSettings):
-        start = settings
-    elif settings is not None:
-        start = start.replace(**dict(settings))
+    quantiles = band_quantiles(quantiles)
+    base = base_forecaster(forecaster, model, tokenizer, "KronosSignal.run")
+    start = start_settings(base, settings)
     combos = {c: combo_settings(start, c, quantiles, seed, cache_dir)
               for c in dict.fromkeys(zip(lookbacks, horizons, sample_counts))}  # fmt: skip
     panel = to_panel(open, high, low, close, volume, nan_bars)
     base.load()
-    old = base.settings.as_dict()
     columns = ["pred_return", *map(quantile_column, quantiles), "prob_up"]
     out = {}
     for combo, s in combos.items():
-        fc = copy.copy(base)  # shares the loaded model; the user's object stays untouched
-        fc.set_params(**{k: v for k, v in s.as_dict().items() if v != old[k]})
-        table = fc.forecast(panel)
+        table = base.with_settings(s).forecast(panel)  # shares the loaded model
         out[combo] = tuple(_wide(table, c, close.index, close.columns) for c in columns)
     return out
 

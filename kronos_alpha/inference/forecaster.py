@@ -110,6 +110,15 @@ class Forecaster:
         vars(new).pop("paths_", None)
         return new
 
+    def with_settings(self, settings: ForecastSettings) -> Forecaster:
+        """A copy with ``settings`` that shares this one's loaded model (loaded again only
+        when the device, dtype or max_context differ)."""
+        new = copy.copy(self)
+        vars(new)["settings"] = settings
+        if any(getattr(settings, k) != getattr(self.settings, k) for k in RELOAD):
+            vars(new)["_loaded"] = None
+        return new
+
     # -- scikit-learn style parameters -------------------------------------------------------
     @staticmethod
     def _param_names() -> list[str]:
