@@ -52,7 +52,13 @@ import vectorbt as vbt
 from kronos_alpha.strategies import topk_weights
 from kronos_alpha.strategies.signal import to_wide
 
-from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, check_feed_bars
+from kronos_alpha.inference.panel import (
+    PRICE_COLS,
+    VOLUME_COL,
+    InputError,
+    check_feed_bars,
+    instrument_name,
+)
 from kronos_alpha.inference.settings import ForecastSettings, quantile_column
 
 from .common import band_quantiles, base_forecaster, start_settings, with_band
@@ -62,6 +68,30 @@ PARAMS = ("lookback", "horizon", "sample_count")  # the factory's parameters; No
 OUTPUTS = ("pred_return", "lower", "upper", "prob_up")
 
 
+def aligned_frames(frames: dict) -> dict[str, pd.DataFrame]:
+    """The wide OHLCV inputs paired by column *name* and row time, never by position: the
+    same instruments and bar times in every one, or an InputError naming the difference."""
+    out = {k: v.to_frame() if isinstance(v, pd.Series) else v for k, v in frames.items()}
+    close = out["close"]
+    names = pd.Index(close.columns).map(instrument_name)
+    if names.has_duplicates:
+        raise InputError(
+            f"close has repeated instrument column(s) {sorted(set(names[names.duplicated()]))}"
+        )
+    for key, frame in out.items():
+        if not isinstance(frame, pd.DataFrame):
+            raise InputError(f"{key} must be a DataFrame or Series, got {type(frame).__name__}")
+        if set(frame.columns) != set(close.columns):
+            extra = sorted(map(str, set(frame.columns) ^ set(close.columns)))
+            raise InputError(
+                f"{key} and close have different instrument columns (differing: {extra[:5]})"
+            )
+        if not frame.index.equals(close.index):
+            raise InputError(f"{key} and close have different bar times (rows)")
+        out[key] = frame[close.columns]  # by name, in close's order
+    return out
+
+
 def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[str, pd.DataFrame]:
     """Wide (time x instrument) OHLCV frames -> the forecaster's {instrument: bars} panel.
 
@@ -69,19 +99,18 @@ def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[st
     not traded; their times remain its calendar); NaN prices inside the span are an error
     (``nan_bars="raise"``) or passed on as suspended bars (``"skip"``).
     """
-    frames = dict(zip((*PRICE_COLS, VOLUME_COL), (open, high, low, close, volume)))
+    frames = aligned_frames(dict(zip((*PRICE_COLS, VOLUME_COL), (open, high, low, close, volume))))
+    close = frames["close"]
     index = close.index
     if not isinstance(index, pd.DatetimeIndex):
         raise InputError(
             f"the bars need a DatetimeIndex (time features), got {type(index).__name__}"
         )
     panel = {}
-    for j, col in enumerate(close.columns):
-        df = pd.DataFrame(
-            {k: np.asarray(v.iloc[:, j], dtype=np.float64) for k, v in frames.items()}
-        )
+    for col in close.columns:
+        df = pd.DataFrame({k: v[col].to_numpy(dtype=np.float64) for k, v in frames.items()})
         df.index = index
-        name = str(col)
+        name = instrument_name(col)
         if check_feed_bars(df, name, nan_bars, "column", stacklevel=3) is None:
             continue  # an instrument with no bars at all in this span: all outputs NaN
         panel[name] = df  # rows outside the span stay: NaN bars, yet the calendar's times
@@ -92,7 +121,7 @@ def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[st
 
 def _wide(table: pd.DataFrame, column: str, index, columns) -> np.ndarray:
     wide = table[column].unstack("instrument")
-    return wide.reindex(index=index, columns=[str(c) for c in columns]).to_numpy(np.float64)
+    return wide.reindex(index=index, columns=[instrument_name(c) for c in columns]).to_numpy(np.float64)
 
 
 def combo_settings(start: ForecastSettings, combo, band, seed, cache_dir) -> ForecastSettings:

@@ -40,8 +40,10 @@ from kronos_alpha.inference.panel import (
     clean_columns,
     column_name,
     missing_prices,
+    ohlc_inconsistent,
     ohlcv_matrix,
     traded_mask,
+    warn_inconsistent,
 )
 
 
@@ -87,6 +89,7 @@ def series_from_frame(df: pd.DataFrame, name: str, time_column: str | None = Non
     x = np.full((len(frame), 6), np.nan, dtype=np.float32)
     for a, b in runs(tradable):
         x[a:b] = ohlcv_matrix(frame.iloc[a:b], name=f"series {name!r}")
+    warn_inconsistent(ohlc_inconsistent(x) & tradable, time, f"series {name!r}", stacklevel=4)
     return Series(name, x, time_features(time), time, tradable)
 
 
@@ -149,7 +152,7 @@ def split_windows(
     out = {}
     prev_end = None
     for split, (start, end) in ranges.items():
-        idx, short, masked = [], 0, 0
+        idx, short, masked, odd = [], 0, 0, 0
         for k, ser in enumerate(series):
             inside = np.asarray((ser.time >= start) & (ser.time <= end))
             if prev_end is not None:
@@ -158,6 +161,7 @@ def split_windows(
                 inside[first : first + gap] = False
             ok = inside & ser.tradable
             masked += int((inside & ~ser.tradable).sum())
+            odd += int((ohlc_inconsistent(ser.x) & ok).sum())
             starts = []
             for a, b in runs(ok):
                 if b - a >= w:
@@ -174,6 +178,7 @@ def split_windows(
             "series_with_windows": len(np.unique(index[:, 0])) if len(index) else 0,
             "series_too_short": short,
             "suspended_bars_masked": masked,
+            "ohlc_inconsistent_bars": odd,  # used as they are (panel.ohlc_inconsistent)
         }
         out[split] = WindowDataset(series, index, lookback, horizon, clip, report)
         prev_end = end

@@ -414,3 +414,29 @@ def test_finetune_and_walk_forward_restart_refuse_a_users_folder(tmp_path):
             {**wf, "output_dir": str(mine), "kronos": {"enabled": False}}, restart=True
         )
     assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def test_inconsistent_ohlc_bars_are_used_counted_and_named_in_every_door(fc, tiny_pair):
+    from kronos_alpha.finetune import split_windows
+    from kronos_alpha.finetune.sources import panel_series
+
+    df = bars()
+    odd = df.copy()
+    odd.loc[odd.index[30], "high"] = odd.loc[odd.index[30], "low"] * 0.9  # high below low
+    odd.loc[odd.index[40], "close"] = odd.loc[odd.index[40], "high"] * 1.1  # close above high
+    t = df.index[-1:]
+    with pytest.warns(UserWarning, match=r"instrument 'A': 2 bar\(s\) with high below"):
+        table = fc.forecast({"A": odd}, dates=t)
+    assert fc.report["ohlc_inconsistent_bars"] == 2 and len(table) == 1
+    fc.forecast({"A": df}, dates=t)
+    assert fc.report["ohlc_inconsistent_bars"] == 0
+    model, tok = tiny_pair
+    future = pd.bdate_range(df.index[-1] + pd.offsets.BDay(1), periods=2)
+    with pytest.warns(UserWarning, match=r"df: 2 bar\(s\)"):
+        KronosPredictor(model, tok).predict(
+            odd, pd.Series(odd.index), pd.Series(future), 2, verbose=False
+        )
+    with pytest.warns(UserWarning, match=r"series 'A': 2 bar\(s\)"):
+        series = panel_series({"A": odd})
+    span = {"train": (odd.index[0], odd.index[-1])}
+    assert split_windows(series, span, 20, 5, 5.0)["train"].report["ohlc_inconsistent_bars"] == 2

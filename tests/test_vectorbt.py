@@ -162,6 +162,19 @@ def test_nan_bars_named_unless_outside_the_listed_span(bars):
         KronosSignal.run(*(bars[f] for f in FIELDS), lookback=16)
 
 
+def test_frames_are_paired_by_column_name_not_position(bars):
+    base = to_panel(*(bars[f] for f in FIELDS))
+    shuffled = {f: v[v.columns[::-1]] if f == "volume" else v for f, v in bars.items()}
+    for name, df in to_panel(*(shuffled[f] for f in FIELDS)).items():
+        pd.testing.assert_frame_equal(df, base[name])
+    other = {**bars, "high": bars["high"].rename(columns={NAMES[1]: "SH999999"})}
+    with pytest.raises(InputError, match=r"high and close have different instrument columns"):
+        to_panel(*(other[f] for f in FIELDS))
+    short = {**bars, "low": bars["low"].iloc[1:]}
+    with pytest.raises(InputError, match="low and close have different bar times"):
+        to_panel(*(short[f] for f in FIELDS))
+
+
 def test_topk_book_follows_the_strategies_weights(bars, signal):
     pred = signal.pred_return[(LOOKBACKS[0], HORIZON, SAMPLES)]
     pf, weights = topk_portfolio(bars["close"], pred, k=2, n_drop=1, fees=0.001, slippage=0.0005)

@@ -22,10 +22,12 @@ from .panel import (
     SKIP_REASONS,
     VOLUME_COL,
     InputError,
+    ohlc_inconsistent,
     ohlcv_matrix,
     priced_mask,
     to_datetime_index,
     traded_mask,
+    warn_inconsistent,
 )
 
 STAMP_COLS = ["minute", "hour", "weekday", "day", "month"]
@@ -152,6 +154,8 @@ class Series:
             self.filled, self.dropped, self.usable_raw = 0, int((~traded).sum()), traded
         self.name = name
         self.index = df.index
+        bad = ohlc_inconsistent(df)
+        self.inconsistent = warn_inconsistent(bad, df.index, f"instrument {name!r}", stacklevel=4)
         self.x = (
             ohlcv_matrix(df, f"instrument {name!r}") if len(df) else np.zeros((0, 6), np.float32)
         )

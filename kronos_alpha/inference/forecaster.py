@@ -262,6 +262,7 @@ class Forecaster:
             "skipped_total": int(sum(skipped.values())),
             "suspended_bars_dropped": int(sum(x.dropped for x in series.values())),
             "suspended_bars_filled": int(sum(x.filled for x in series.values())),
+            "ohlc_inconsistent_bars": int(sum(x.inconsistent for x in series.values())),
             "cache_corrupt_recomputed": corrupt,
             "lookback": lookback,
             "min_history": min_history,

@@ -196,6 +196,34 @@ def check_volume(volume: np.ndarray, index, name: str) -> None:
         )
 
 
+OHLC_TOL = 1e-6  # relative to the close: vendor files disagree by float rounding
+
+
+def ohlc_inconsistent(prices) -> np.ndarray:
+    """Rows whose high is below their open, close or low, or whose low is above them (by more
+    than OHLC_TOL of the close). Policy, in every door: such bars are used as they are, and
+    counted (``ohlc_inconsistent_bars``) with a warning naming the first; NaN rows are not."""
+    p = np.asarray(prices[PRICE_COLS] if isinstance(prices, pd.DataFrame) else prices)
+    o, h, lo, c = (p[:, k].astype(np.float64) for k in range(4))
+    tol = OHLC_TOL * np.abs(c)
+    with np.errstate(invalid="ignore"):
+        high_bad = h < np.maximum(np.maximum(o, c), lo) - tol
+        low_bad = lo > np.minimum(np.minimum(o, c), h) + tol
+    return high_bad | low_bad
+
+
+def warn_inconsistent(mask: np.ndarray, index, name: str, stacklevel: int = 3) -> int:
+    """Count (and warn about) the inconsistent bars ``mask`` marks; returns the count."""
+    n = int(np.count_nonzero(mask))
+    if n:
+        warnings.warn(
+            f"{name}: {n} bar(s) with high below open/close/low or low above them (first at "
+            f"{index[int(np.argmax(mask))]!r}); used as they are and counted",
+            stacklevel=stacklevel,
+        )
+    return n
+
+
 def priced_mask(df: pd.DataFrame) -> np.ndarray:
     """Rows whose four prices are all finite."""
     return np.isfinite(df[PRICE_COLS].to_numpy(dtype=np.float64)).all(axis=1)

@@ -13,7 +13,14 @@ from ..model.zoo import check_compatible
 from .data import sample_bars, time_features
 from .device import auto_device, check_device
 from .generation import series_seed, uniforms_for_seeds
-from .panel import FEATURE_COLS, InputError, as_timestamps, ohlcv_matrix
+from .panel import (
+    FEATURE_COLS,
+    InputError,
+    as_timestamps,
+    ohlc_inconsistent,
+    ohlcv_matrix,
+    warn_inconsistent,
+)
 from .settings import ForecastSettings, check_horizon
 
 __all__ = ["KronosPredictor", "Prepared", "auto_device", "prepare_series"]
@@ -33,6 +40,7 @@ def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, name: str = "df"
     if not isinstance(pred_len, (int, np.integer)) or pred_len <= 0:
         raise InputError(f"pred_len must be a positive integer, got {pred_len!r}")
     x = ohlcv_matrix(df, name)
+    warn_inconsistent(ohlc_inconsistent(x), df.index, name, stacklevel=4)
     if len(x) < 2:
         raise InputError(f"{name} has a single row; a context needs at least 2 bars")
     xt = as_timestamps(x_timestamp, "x_timestamp")
