@@ -231,7 +231,7 @@ def test_an_unreachable_hub_fails_fast_naming_the_id(monkeypatch):
         warnings.simplefilter("ignore")
         with pytest.raises(
             CheckpointError,
-            match="'no-such-org/no-such-model' cannot be downloaded.*HF_HUB_OFFLINE",
+            match="'no-such-org/no-such-model' cannot be downloaded.*pass its folder",
         ):
             Kronos.from_pretrained("no-such-org/no-such-model")
     assert time.perf_counter() - start < 10
@@ -440,3 +440,100 @@ def test_inconsistent_ohlc_bars_are_used_counted_and_named_in_every_door(fc, tin
         series = panel_series({"A": odd})
     span = {"train": (odd.index[0], odd.index[-1])}
     assert split_windows(series, span, 20, 5, 5.0)["train"].report["ohlc_inconsistent_bars"] == 2
+
+
+KILLED_RUN = """
+import sys, time
+import numpy as np, pandas as pd, torch
+torch.set_num_threads(1)
+import kronos_alpha.inference.forecaster as forecaster
+from kronos_alpha import Forecaster, Kronos, KronosTokenizer
+real = forecaster.sample_bars
+def slow(*a, **k):  # each batch takes a while, so the kill lands mid-run
+    out = real(*a, **k)
+    time.sleep(0.4)
+    return out
+forecaster.sample_bars = slow
+bars = pd.read_parquet(f"{sys.argv[1]}/bars.parquet")
+panel = {k: bars * ([1 + k / 100] * 4 + [1]) for k in range(8)}
+fc = Forecaster(Kronos.from_pretrained(sys.argv[1] + "/model"), KronosTokenizer.from_pretrained(sys.argv[1] + "/tokenizer"),
+                lookback=24, horizon=3, sample_count=3, batch_size=1, cache_dir=sys.argv[2], progress=False)
+fc.forecast({str(k): v for k, v in panel.items()}, dates=panel[0].index[-1:])
+"""
+
+
+def test_a_sigkilled_forecast_keeps_every_finished_batch(tmp_path, tiny_pair):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model, tok = tiny_pair
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "tokenizer")
+    df = bars()
+    df.to_parquet(tmp_path / "bars.parquet")
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path), str(cache)])
+    deadline = time.time() + 120
+    while len(entries(cache)) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(entries(cache))
+    assert 3 <= done < 8, done  # killed mid-run, after some batches finished
+    panel = {str(k): df * ([1 + k / 100] * 4 + [1]) for k in range(8)}
+    fc = Forecaster(
+        model, tok, lookback=24, horizon=3, sample_count=3, batch_size=1, progress=False
+    )
+    fresh = fc.forecast(panel, dates=df.index[-1:])
+    resumed = fc.set_params(cache_dir=cache).forecast(panel, dates=df.index[-1:])
+    assert fc.report["from_cache"] == done and fc.report["computed"] == 8 - done
+    pd.testing.assert_frame_equal(resumed, fresh)
+
+
+class Planted:
+    """Unpickling this touches a marker file: proof that a pickle was executed."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_planted_pickle_in_a_cache_entry_or_a_training_state_is_never_executed(tmp_path, fc):
+    import hashlib
+    import io
+    import pickle
+
+    from conftest import finetune_config, make_panel
+    from kronos_alpha.finetune import FinetuneConfig, run_finetune
+
+    from kronos_alpha.files import open_run
+    from kronos_alpha.inference.cache import MAGIC
+
+    marker = tmp_path / "executed"
+    panel = {"A": bars()}
+    dates = panel["A"].index[-1:]
+    fc.set_params(cache_dir=tmp_path / "cache").forecast(panel, dates=dates)
+    (entry,) = entries(tmp_path / "cache")
+    buf = io.BytesIO()  # a well-formed entry (right key, right hash) whose array is a pickle
+    np.save(buf, np.array([Planted(marker)], dtype=object), allow_pickle=True)
+    key = entry.stem.encode()
+    entry.write_bytes(MAGIC + key + hashlib.sha256(key + buf.getvalue()).digest() + buf.getvalue())
+    with pytest.warns(UserWarning, match="corrupt"):
+        fc.forecast(panel, dates=dates)
+    assert fc.report["computed"] == 1 and not marker.exists()
+
+    cfg = FinetuneConfig.from_dict(finetune_config(tmp_path))
+    state = open_run(tmp_path / "run", "finetune") / "tokenizer" / "state"
+    state.mkdir(parents=True)
+    for name in ("training_state.pt", "training_state.safetensors"):
+        (state / name).write_bytes(pickle.dumps(Planted(marker)))
+        with pytest.raises(CheckpointError):
+            run_finetune(cfg, make_panel())
+        (state / name).unlink()
+    assert not marker.exists()

@@ -88,3 +88,31 @@ def test_read_bars_takes_a_parquet_indexed_by_time(tmp_path):
     df.to_parquet(tmp_path / "x.parquet")
     frames = read_bars(str(tmp_path / "x.parquet"))
     assert list(frames) == ["x"] and frames["x"].index.equals(idx.rename("datetime"))
+
+
+def test_info_resolves_zoo_names_and_folders_as_forecast_does(capsys, monkeypatch):
+    import json
+
+    import kronos_alpha.model.hub as hub
+    from kronos_alpha.model.zoo import DEFAULT_DIR
+
+    assert main(["info", "--model", str(DEFAULT_DIR)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["model"]["parameters"] > 0 and info["tokenizer"]["parameters"] > 0
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)
+    assert main(["info", "--model", "kronos-small"]) == 1  # resolved to its Hub id, offline
+    err = capsys.readouterr().err.strip()
+    assert "'NeoQuasar/Kronos-small' cannot be downloaded" in err and "\n" not in err
+
+
+def test_an_unavailable_device_is_a_one_line_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert main(["forecast", "--sample", "AAPL", "--device", "cuda", "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == "kronos-alpha forecast: error: device 'cuda' is not available: this torch build has no CUDA; use device='cpu'"
+    )

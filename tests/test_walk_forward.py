@@ -300,6 +300,40 @@ def test_planted_future_jump_changes_nothing_decided_before_it(runs):
         assert not np.allclose(a["signals"].loc[mine, col], b["signals"].loc[mine, col]), col
 
 
+class _Planted:
+    """Unpickling this touches a marker file: proof that a pickle was executed."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_planted_pickles_in_the_resume_folder_are_never_executed(runs, tmp_path):
+    import pickle
+
+    from kronos_alpha.strategies.walk_forward import run_walk_forward
+
+    root = runs["root"]
+    out = root / "out_clean"
+    marker = tmp_path / "executed"
+    payload = pickle.dumps(_Planted(marker))
+    planted = [out / "alpha158.pkl", out / "signals.pkl"]
+    planted += [w / "result.pkl" for w in (out / "windows").iterdir() if w.is_dir()]
+    planted += [out / "windows" / f"{w.name}.pkl" for w in (out / "windows").iterdir()]
+    try:
+        for p in planted:
+            p.write_bytes(payload)
+        again = run_walk_forward(_config(root / "clean", out))
+        assert again["windows_computed"] == 0
+        pd.testing.assert_frame_equal(again["table"], runs["clean"]["table"])
+        assert not marker.exists()
+    finally:
+        for p in planted:
+            p.unlink(missing_ok=True)
+
+
 def test_cli_walk_forward_bad_config(tmp_path, capsys):
     from kronos_alpha.cli import main
 

@@ -13,7 +13,9 @@ def register(sub) -> None:
         help="show the device, the model zoo and checkpoint details",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--model", help="a checkpoint folder or Hub id to describe")
+    p.add_argument(
+        "--model", help="a zoo name (kronos-small), Hub id or checkpoint folder to describe"
+    )
     p.add_argument("--tokenizer", help="a tokenizer folder or Hub id to describe")
     p.set_defaults(func=run)
 
@@ -24,6 +26,22 @@ def describe(module) -> dict:
         "class": type(module).__name__,
         "parameters": n,
         "config": getattr(module, "_hub_mixin_config", None),
+    }
+
+
+def checkpoints(model: str, tokenizer: str | None) -> dict:
+    """What ``--model`` names, resolved as ``forecast`` resolves it (zoo names included)."""
+    from pathlib import Path
+
+    from kronos_alpha.model import Kronos, zoo
+
+    folder = Path(model)
+    if tokenizer is None and (folder / "config.json").is_file():  # a lone predictor folder
+        return {"model": {"source": model, **describe(Kronos.from_pretrained(model))}}
+    net, tok, max_context, source = zoo.resolve_checkpoint(model, tokenizer)
+    return {
+        "model": {"source": source, "max_context": max_context, **describe(net)},
+        "tokenizer": {"source": tokenizer or source, **describe(tok)},
     }
 
 
@@ -43,15 +61,10 @@ def run(args) -> int:
         "offline_default": default_info(),
     }
     if args.model:
-        from kronos_alpha.model import Kronos
+        info.update(checkpoints(args.model, args.tokenizer))
+    elif args.tokenizer:
+        from kronos_alpha.model.zoo import load_tokenizer
 
-        info["model"] = {"source": args.model, **describe(Kronos.from_pretrained(args.model))}
-    if args.tokenizer:
-        from kronos_alpha.model.tokenizer import KronosTokenizer
-
-        info["tokenizer"] = {
-            "source": args.tokenizer,
-            **describe(KronosTokenizer.from_pretrained(args.tokenizer)),
-        }
+        info["tokenizer"] = {"source": args.tokenizer, **describe(load_tokenizer(args.tokenizer))}
     print(json.dumps(info, indent=2, default=str))
     return 0

@@ -133,11 +133,15 @@ class HubMixin(PyTorchModelHubMixin):
             try:
                 return super().from_pretrained(path, **{**kwargs, "local_files_only": True})
             except Exception as exc:  # noqa: BLE001 - not in the local Hub cache
+                why = (
+                    "HF_HUB_OFFLINE is set"
+                    if hub_offline()
+                    else "the Hugging Face Hub cannot be reached"
+                )
                 raise CheckpointError(
-                    f"model {path!r} cannot be downloaded: the Hugging Face Hub cannot be reached "
-                    f"and it is not in the local Hub cache ({type(exc).__name__}). Download it "
-                    "where there is a network, then pass its folder, or set HF_HUB_OFFLINE=1 to "
-                    "use the local cache only"
+                    f"model {path!r} cannot be downloaded: {why} and it is not in the local Hub "
+                    f"cache ({type(exc).__name__}). Download it where there is a network, then "
+                    "pass its folder (or set HF_HUB_OFFLINE=1 once it is in the Hub cache)"
                 ) from exc
         try:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
