@@ -121,7 +121,8 @@ def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[st
 
 def _wide(table: pd.DataFrame, column: str, index, columns) -> np.ndarray:
     wide = table[column].unstack("instrument")
-    return wide.reindex(index=index, columns=[instrument_name(c) for c in columns]).to_numpy(np.float64)
+    names = [instrument_name(c) for c in columns]
+    return wide.reindex(index=index, columns=names).to_numpy(np.float64)
 
 
 def combo_settings(start: ForecastSettings, combo, band, seed, cache_dir) -> ForecastSettings:
