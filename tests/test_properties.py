@@ -184,3 +184,101 @@ def test_predictor_errors_are_ours_or_the_forecast_is_finite(tiny, df, kw):
     event("forecast")
     assert out.shape == (n, 6) and np.isfinite(out.to_numpy()).all()
     assert (out[["open", "high", "low", "close"]].to_numpy() > 0).all()
+
+
+# -- the adapters -------------------------------------------------------------------------------
+@st.composite
+def wide_bars(draw):
+    """Wide (time x instrument) OHLCV frames as a vectorbt user hands them over."""
+    n = draw(st.sampled_from([0, 3, 20, 30, 30]))
+    names = draw(st.sampled_from([["A", "B"], [1, 2, 3], ["X"], [1, "1"]]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    c = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (n, len(names))), axis=0))
+    wide = {
+        "open": c * (1 + rng.normal(0, 0.003, c.shape)),
+        "close": c,
+        "volume": rng.uniform(1e3, 1e5, c.shape),
+    }
+    wide["high"] = np.maximum(wide["open"], c) * 1.01
+    wide["low"] = np.minimum(wide["open"], c) * 0.99
+    for _ in range(draw(st.sampled_from([0, 0, 1, 4]))):
+        if n:
+            f = draw(st.sampled_from(sorted(wide)))
+            wide[f][draw(st.integers(0, n - 1)), draw(st.integers(0, len(names) - 1))] = draw(
+                st.sampled_from([np.nan, np.inf, -2.0, 0.0])
+            )
+    index = often(draw, pd.bdate_range("2021-01-04", periods=n), [pd.RangeIndex(n)])
+    frames = {k: pd.DataFrame(v, index=index, columns=names) for k, v in wide.items()}
+    if draw(st.integers(0, 4)) == 0:  # one frame with its columns in another order
+        k = draw(st.sampled_from(sorted(frames)))
+        frames[k] = frames[k][frames[k].columns[::-1]]
+    return frames
+
+
+@PROFILE
+@given(frames=wide_bars(), kw=run_settings(), nan_bars=st.sampled_from(["raise", "skip"]))
+def test_vectorbt_errors_are_ours_or_every_output_is_accounted_for(tiny, frames, kw, nan_bars):
+    from kronos_alpha.adapters.vectorbt import kronos_cache
+
+    model, tok = tiny
+    base = Forecaster(model, tok, progress=False)
+    combo = (kw.pop("lookback"), kw.pop("horizon"), kw.pop("sample_count"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = kronos_cache(
+                *(frames[f] for f in ("open", "high", "low", "close", "volume")),
+                [combo[0]], [combo[1]], [combo[2]],
+                forecaster=base, settings=kw, nan_bars=nan_bars,
+            )  # fmt: skip
+    except OURS as exc:
+        event(f"refused: {type(exc).__name__}")
+        return
+    event("forecast")
+    outputs = out[combo]
+    close = frames["close"]
+    for arr in outputs:
+        assert arr.shape == close.shape
+        assert not np.isinf(arr).any()  # a value, or NaN for a bar without a forecast
+    assert (np.isnan(outputs[0]) == np.isnan(outputs[-1])).all()
+
+
+@PROFILE
+@given(df=frames(), kw=run_settings())
+def test_backtrader_errors_are_ours_or_every_line_value_is_finite_or_warm_up(tiny, df, kw):
+    bt = pytest.importorskip("backtrader")
+    from kronos_alpha.adapters.backtrader import Kronos
+
+    model, tok = tiny
+    base = Forecaster(model, tok, progress=False)
+    if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is not None or len(df) < 2:
+        return  # backtrader's PandasData itself needs a naive DatetimeIndex
+    if df.index.hasnans or df.index.has_duplicates or not df.index.is_monotonic_increasing:
+        return
+    df = df.copy()
+    df.columns = [str(c).lstrip("$").lower() for c in df.columns]
+    if not {"open", "high", "low", "close"} <= set(df.columns):
+        return
+    df = df.astype("float64")
+
+    class Run(bt.Strategy):
+        def __init__(self):
+            self.k = Kronos(
+                self.data,
+                forecaster=base,
+                **{k: kw[k] for k in ("lookback", "horizon", "sample_count")},
+            )
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cerebro = bt.Cerebro(stdstats=False)
+            cerebro.adddata(bt.feeds.PandasData(dataname=df), name="A")
+            cerebro.addstrategy(Run)
+            strat = cerebro.run()[0]
+    except OURS as exc:
+        event(f"refused: {type(exc).__name__}")
+        return
+    event("forecast")
+    values = np.asarray(strat.k.lines.pred_return.array, dtype=np.float64)
+    assert len(values) == len(df) and not np.isinf(values).any()
