@@ -49,6 +49,8 @@ def test_paths_are_all_returned_and_average_to_predict(predictor, window):
     assert not np.allclose(paths[0], paths[1])  # distinct draws
     mean = predictor.predict(df, xt, yt, 8, sample_count=4, seed=1)
     np.testing.assert_allclose(mean.to_numpy(), paths.mean(axis=0), rtol=1e-6)
+    one = predictor.predict_paths(df, xt, yt, 8, sample_count=4, seed=1)  # a frame, as predict
+    np.testing.assert_array_equal(one, paths)
 
 
 def test_predict_batch_accepts_different_context_lengths(predictor, intraday_bars):

@@ -84,11 +84,17 @@ class KronosPredictor:
         sample_count: int = 1,
         seed: int | None = None,
         verbose: bool = False,
-    ) -> list[np.ndarray]:
+    ) -> list[np.ndarray] | np.ndarray:
         """Every sampled path, de-normalised: one (sample_count, pred_len, 6) array per series.
 
-        Series may have different context lengths; equal lengths are batched together.
+        Series may have different context lengths; equal lengths are batched together. Given
+        a single frame (as ``predict`` takes), it returns that series' array alone.
         """
+        if isinstance(df_list, pd.DataFrame):  # one series, as predict() takes it
+            return self.predict_paths(
+                [df_list], [x_timestamp_list], [y_timestamp_list], pred_len,
+                T, top_k, top_p, sample_count, seed, verbose,
+            )[0]  # fmt: skip
         if not (len(df_list) == len(x_timestamp_list) == len(y_timestamp_list)):
             raise InputError(
                 "df_list, x_timestamp_list and y_timestamp_list must have the same length"
