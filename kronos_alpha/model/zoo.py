@@ -156,7 +156,10 @@ def load_tokenizer(source, model_name=None):
     from .tokenizer import KronosTokenizer
 
     if source is None:
-        raise ValueError(f"model {model_name!r} does not include a tokenizer: pass tokenizer=")
+        raise ValueError(
+            f"model {model_name!r} does not include a tokenizer: name one "
+            "(tokenizer= in Python, --tokenizer on the command line)"
+        )
     if isinstance(source, KronosTokenizer):
         return source
     if isinstance(source, (str, Path)):
