@@ -129,7 +129,9 @@ class FinetuneConfig:
     def to_yaml(self, path=None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
-            Path(path).write_text(text)
+            from kronos_alpha.files import write_text
+
+            write_text(path, text)
         return text
 
     # -- consistency ----------------------------------------------------------------------

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kronos_alpha.inference.panel import clean_columns
+
 from .errors import StrategyInputError
 
 FIELDS = ["$open", "$high", "$low", "$close", "$volume", "$factor"]
@@ -44,7 +46,7 @@ def load_panel(
     panel = D.features(pool, FIELDS, start_time=start, end_time=end)
     if panel.empty:
         raise StrategyInputError(f"no data for {instruments!r} between {start} and {end}")
-    panel.columns = [c.lstrip("$") for c in panel.columns]
+    panel = clean_columns(panel, f"Qlib features of {instruments!r}", features_only=False)
     panel = panel.swaplevel().sort_index()
     panel.index.names = ["datetime", "instrument"]
     bench = D.features([benchmark], ["$close"], start_time=start, end_time=end)
