@@ -26,10 +26,11 @@ from kronos_alpha.strategies.panel import load_panel  # noqa: E402
 
 from kronos_alpha.files import save_figure  # noqa: E402
 from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
+from kronos_alpha.sample_data import shared_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
+DATA = shared_folder() / "data" / "cn_daily_2010_2022"
+FIXTURE = shared_folder() / "fixtures" / "upstream-tiny"
 DEFAULT = ROOT / "kronos_alpha" / "assets" / "default"
 
 

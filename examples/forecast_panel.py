@@ -19,8 +19,9 @@ import pandas as pd
 
 from kronos_alpha import Forecaster
 from kronos_alpha.inference.settings import ForecastSettings
+from kronos_alpha.sample_data import shared_folder  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cn_daily_2010_2022"
+DATA = shared_folder() / "data" / "cn_daily_2010_2022"
 FIELDS = ("open", "high", "low", "close", "volume")
 
 

@@ -28,10 +28,11 @@ from kronos_alpha.adapters.vectorbt import YEAR_FREQ, KronosSignal, topk_portfol
 from kronos_alpha.strategies.panel import init_qlib, load_panel
 
 from kronos_alpha.inference.forecaster import Forecaster
+from kronos_alpha.sample_data import shared_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cn_daily_2010_2022"
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream-tiny"
+DATA = shared_folder() / "data" / "cn_daily_2010_2022"
+FIXTURE = shared_folder() / "fixtures" / "upstream-tiny"
 DEFAULT = ROOT / "kronos_alpha" / "assets" / "default"
 FIELDS = ["open", "high", "low", "close", "volume"]
 

@@ -9,6 +9,9 @@ divided by it), so splits do not show as crashes.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -48,3 +51,9 @@ def load_stock(ticker: str = "AAPL", adjust: bool = True) -> pd.DataFrame:
 def load_panel(tickers=TICKERS, adjust: bool = True) -> dict[str, pd.DataFrame]:
     """{ticker: daily bars} for the Forecaster."""
     return {t.upper(): load_stock(t, adjust) for t in tickers}
+
+
+def shared_folder() -> Path:
+    """The project's shared data and fixtures (not shipped): ``$KRONOS_SHARED``, else the
+    ``shared`` folder beside this checkout. Tests and examples read it through this one place."""
+    return Path(os.environ.get("KRONOS_SHARED", Path(__file__).resolve().parents[2] / "shared"))

@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 import torch
 
+from kronos_alpha.sample_data import shared_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 # KRONOS_SHARED points elsewhere (e.g. a copy carried to a GPU machine); KRONOS_TEST_DEVICE
 # runs the device-aware tests (fixture goldens, engine == reference) on cuda.
-SHARED = Path(os.environ.get("KRONOS_SHARED", ROOT.parent / "shared"))
+SHARED = shared_folder()  # $KRONOS_SHARED, else ../shared
 DEVICE = os.environ.get("KRONOS_TEST_DEVICE", "cpu")
 FIXTURE = SHARED / "fixtures" / "upstream-tiny"
 DATA = SHARED / "data"
