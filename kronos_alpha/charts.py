@@ -24,11 +24,13 @@ def plot_forecast(
     fan=((0.1, 0.9), (0.25, 0.75)),
     ax=None,
     actual: pd.DataFrame | None = None,
+    ylabel: str = "price (as given)",
 ):
     """Plot the last ``context`` bars of ``history`` (open high low close), then the forecast
     from ``paths`` (samples, horizon, 6 - close is column 3): mean path, median, quantile fan.
     Bars sit at consecutive x positions (no weekend gaps); ticks show dates. ``actual``: the
-    bars that followed (for a past decision time), drawn as the realised close. Returns the figure."""
+    bars that followed (for a past decision time), drawn as the realised close. ``ylabel``
+    says what the prices are (adjusted, say). Returns the figure."""
     import matplotlib
 
     if ax is None:
@@ -96,7 +98,7 @@ def plot_forecast(
     fmt = "%Y-%m-%d" if all(t == t.normalize() for t in stamps) else "%m-%d %H:%M"
     ax.set_xticks(ticks, [stamps[i].strftime(fmt) for i in ticks], rotation=0, fontsize=8)
     ax.set_xlim(-1, n + p)
-    ax.set_ylabel("price")
+    ax.set_ylabel(ylabel)
     ret = close[:, -1] / last - 1
     ax.set_title(
         f"{title}  -  {p}-bar forecast: mean {ret.mean():+.2%}, 10-90% [{np.quantile(ret, 0.1):+.2%}, "
