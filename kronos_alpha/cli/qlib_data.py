@@ -1,8 +1,15 @@
-"""``kronos-alpha qlib-data build|check``: make and verify Qlib provider folders."""
+"""``kronos-alpha qlib-data build|check``: make and verify Qlib provider folders.
+
+``build`` validates the whole input before it writes anything; a refused build prints its
+report (every problem, on stdout as JSON and one a line on stderr) and exits 1, leaving no
+folder. ``--dry-run`` prints what would be written and writes nothing (exit 1 when the
+input has problems). ``check`` exits 1 when the folder has errors.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 
 
 def register(sub) -> None:
@@ -18,19 +25,31 @@ def register(sub) -> None:
     b.add_argument("out", help="the provider folder to write")
     b.add_argument("--market", help="also write instruments/<MARKET>.txt listing every instrument")
     b.add_argument(
-        "--freq", default="day", help="Qlib frequency name for the calendar and bins (default day)"
+        "--freq",
+        default="day",
+        help="Qlib frequency name for the calendar and bins: day, week, month, 1min, 5min, ...",
     )
     b.add_argument(
         "--instrument-column", help="the instrument column of a long file (default: guessed)"
     )
-    b.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    b.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder (its files are replaced, others stay)",
+    )
+    b.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate and report what would be written (instruments, rows, calendar "
+        "span, problems); write nothing",
+    )
     b.set_defaults(func=run_build)
 
     c = actions.add_parser(
         "check", help="verify an existing provider folder and report what is wrong"
     )
     c.add_argument("folder")
-    c.add_argument("--freq", default="day")
+    c.add_argument("--freq", default="day", help="the calendar and bins to check")
     c.add_argument("--market", help="also require instruments/<MARKET>.txt")
     c.add_argument("--benchmark", help="also require this instrument (e.g. SH000300)")
     c.add_argument(
@@ -45,12 +64,26 @@ def register(sub) -> None:
 
 
 def run_build(args) -> int:
-    from kronos_alpha.adapters.qlib.data import build
+    from kronos_alpha.adapters.qlib.data import BuildError, build
 
-    report = build(
-        args.source, args.out, args.market, args.freq, args.instrument_column, args.overwrite
-    )
+    try:
+        report = build(
+            args.source,
+            args.out,
+            args.market,
+            args.freq,
+            args.instrument_column,
+            args.overwrite,
+            dry_run=args.dry_run,
+        )
+    except BuildError as exc:
+        report = exc.report
     print(json.dumps(report.as_dict(), indent=2, default=str))
+    if report.errors:
+        what = "dry run found" if args.dry_run else "build refused, nothing written:"
+        lines = [f"kronos-alpha qlib-data: error: {what} {len(report.errors)} problem(s)"]
+        print("\n".join(lines + [f"  {e}" for e in report.errors]), file=sys.stderr)
+        return 1
     return 0
 
 
