@@ -1,10 +1,19 @@
 """Evaluating a signal and the book built from it: IC, quantiles, performance, costs, exposures.
 
-Timing: a weight row at date t is held over the next bar, so it earns the daily return of
-t+1 (close t -> close t+1). Returns are reported on the date they are earned. Between weight
-dates the last target is held (rebalanced back to target daily). A held name with no return
-on a bar (suspended) earns 0, as its price did not move. Costs: each rebalance trades
-sum|w_t - w_{t-1}| of capital and pays (commission + slippage) on it, taken from the next bar.
+Two timings, each stated in the report:
+- Signal metrics (IC, RankIC, ICIR, quantile spreads) score the signal of date t against one
+  label, ``factors.qlib_label``: by default close[t+2]/close[t+1] - 1, Qlib's label
+  ``Ref($close, -2)/Ref($close, -1) - 1``, so the IC equals Qlib's ``SigAnaRecord`` IC on the
+  same predictions. ``horizon`` sets the bars the label spans, ``delay`` the bars from t to
+  its first close; a caller may pass its own ``label`` instead (the walk-forward does).
+- Book returns: a weight row at date t is held over the next bar, so it earns the daily
+  return of t+1 (close t -> close t+1), as if traded at the close of t. Returns are reported
+  on the date they are earned. Between weight dates the last target is held (rebalanced back
+  to target daily). A held name with no return on a bar (suspended) earns 0, as its price did
+  not move. Costs: each rebalance trades sum|w_t - w_{t-1}| of capital and pays
+  (commission + slippage) on it, taken from the next bar.
+The benchmark column is buy & hold: its turnover and leverage rows are NaN (blank in the
+report), not the book's.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import pandas as pd
 from kronos_alpha.files import save_figure, write_text
 
 from .errors import StrategyInputError
-from .factors import daily_returns, forward_returns
+from .factors import daily_returns, label_text, qlib_label
 from .signal import to_long, to_wide
 
 PERIODS = 252
@@ -35,6 +44,7 @@ class Evaluation:
     ic: pd.DataFrame | None = None
     quantile_returns: pd.DataFrame | None = None
     exposures: pd.DataFrame | None = None
+    label: str | None = None  # what the signal metrics were scored against, in words
 
 
 def performance(returns: pd.Series, benchmark: pd.Series | None = None) -> dict:
@@ -67,7 +77,7 @@ def signal_ic(signal: pd.DataFrame, label: pd.DataFrame) -> pd.DataFrame:
 
 
 def quantile_returns(signal: pd.DataFrame, fwd: pd.DataFrame, n_quantiles: int = 5) -> pd.DataFrame:
-    """Mean next-bar return of each signal quantile per date (Q1 lowest ... Qn highest)."""
+    """Mean label ``fwd`` of each signal quantile per date (Q1 lowest ... Qn highest)."""
     ranks = signal.rank(axis=1, pct=True, method="first")
     q = np.ceil(ranks * n_quantiles).clip(1, n_quantiles)
     fwd = fwd.reindex_like(signal)
@@ -88,11 +98,17 @@ def evaluate(
     slippage: float = 0.0005,
     n_quantiles: int = 5,
     horizon: int = 1,
+    delay: int = 1,
+    label: pd.DataFrame | None = None,
+    label_name: str | None = None,
 ) -> Evaluation:
     """Evaluate a weight book (wide, see ``signal.py``) on the panel, with and without costs.
 
-    ``benchmark``: daily benchmark return by date. ``signal`` adds IC/RankIC/ICIR (label:
-    ``horizon``-bar forward return) and quantile spreads. ``exposures`` (long, factor columns)
+    ``benchmark``: daily benchmark return by date. ``signal`` adds IC/RankIC/ICIR and the
+    quantile spreads, scored against ``label`` (wide, date x instrument, stored at t; default
+    ``qlib_label(panel, horizon, delay)``, Qlib's label for horizon 1, delay 1), named
+    ``label_name`` in ``Evaluation.label`` and the report. ``quantile_spread_annual`` is the
+    mean top-minus-bottom label times 252 / ``horizon``. ``exposures`` (long, factor columns)
     adds the book's realised exposure sum_i w_i x_i per date.
     """
     if weights.empty:
@@ -124,13 +140,18 @@ def evaluate(
     if bench is not None:
         cols["benchmark"] = performance(frame["benchmark"])
     summary = pd.DataFrame(cols)
-    summary.loc["turnover_per_day"] = [traded.mean()] * summary.shape[1]
+    # the book's rows; the benchmark (buy & hold) has no turnover of its own: NaN there
+    summary.loc["turnover_per_day", ["gross", "net"]] = traded.mean()
     summary.loc["mean_gross_leverage", ["gross", "net"]] = held.abs().sum(axis=1).mean()
     ev = Evaluation(summary=summary, returns=frame, turnover=traded)
     if signal is not None:
         sig = to_wide(signal, column)
-        ev.ic = signal_ic(sig, forward_returns(panel, horizon))
-        ev.quantile_returns = quantile_returns(sig, forward_returns(panel, 1), n_quantiles)
+        if label is None:
+            label = qlib_label(panel, horizon, delay)
+            label_name = label_name or label_text(horizon, delay)
+        ev.label = label_name or "the caller's label"
+        ev.ic = signal_ic(sig, label)
+        ev.quantile_returns = quantile_returns(sig, label, n_quantiles)
 
         def ratio(x):
             return x.mean() / x.std() if x.std() > 0 else float("nan")
@@ -140,7 +161,7 @@ def evaluate(
             "ICIR": ratio(ev.ic["ic"]),
             "RankIC": ev.ic["rank_ic"].mean(),
             "RankICIR": ratio(ev.ic["rank_ic"]),
-            "quantile_spread_annual": ev.quantile_returns["long_short"].mean() * PERIODS,
+            "quantile_spread_annual": ev.quantile_returns["long_short"].mean() * PERIODS / horizon,
         }
         for k, v in ic_stats.items():
             summary.loc[k, ["gross", "net"]] = float(v)
@@ -192,7 +213,8 @@ def figure_saver(folder: Path, names: list[str]):
 
 def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy evaluation") -> Path:
     """Markdown report plus PNG charts (cumulative returns vs benchmark, drawdown, exposures,
-    turnover) in ``folder``; returns the path of ``report.md``."""
+    turnover) in ``folder``, with ``summary.csv`` (the table at full precision) and, for a
+    signal, ``ic.csv`` (daily IC and RankIC); returns the path of ``report.md``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,7 +252,7 @@ def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy eval
     if ev.quantile_returns is not None:
         fig, ax = plt.subplots(figsize=(9, 4))
         empyrical.cum_returns(ev.quantile_returns.fillna(0.0)).plot(ax=ax, lw=0.9)
-        ax.set_title("Cumulative return by signal quantile (next bar)")
+        ax.set_title("Cumulative label by signal quantile")
         save(fig, "quantiles.png")
 
     lines = [
@@ -240,7 +262,17 @@ def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy eval
         "",
     ]
     lines += ["## Summary (gross = before costs, net = after commission + slippage)", ""]
+    lines += [
+        "Book returns: weights of date t held over close t -> close t+1 (traded at the close "
+        "of t). The benchmark is buy & hold: no turnover or leverage of its own (blank).",
+        "",
+    ]
+    if ev.label is not None:
+        lines += [f"IC, RankIC and quantile spreads scored against {ev.label}.", ""]
     lines += [markdown_table(ev.summary), ""]
     for name in charts:
         lines += [f"![{name}]({name})", ""]
+    write_text(folder / "summary.csv", ev.summary.to_csv())
+    if ev.ic is not None:
+        write_text(folder / "ic.csv", ev.ic.to_csv())
     return write_text(folder / "report.md", "\n".join(lines))

@@ -61,6 +61,43 @@ def forward_returns(
     return np.expm1(fwd)
 
 
+def qlib_label(panel: pd.DataFrame, horizon: int = 1, delay: int = 1) -> pd.DataFrame:
+    """The signal label (wide, stored at t): close[t + delay + horizon] / close[t + delay] - 1.
+
+    The one label the signal metrics (IC, RankIC, quantile spreads) of ``evaluate`` score
+    against. The default (delay 1, horizon 1) is Qlib's label ``Ref($close, -2)/Ref($close, -1)
+    - 1``: a score known at the close of t is traded on t + 1 and earns t + 1 -> t + 2. Like
+    Qlib's, it is plain close arithmetic, shifted along the panel's calendar: no clipping, and
+    a suspended (flat) bar returns 0. It is computed in the precision of the panel's closes:
+    float32 closes (Qlib's) give Qlib's float32 label bit for bit, ties included, so RankIC
+    matches too; the result is float64. A name's closes after it leaves the panel are NaN
+    here, whereas Qlib's label reads them: give the panel each name's full history for Qlib's
+    value on its last member days (``kronos-alpha evaluate`` does).
+    """
+    if horizon < 1 or delay < 0:
+        raise StrategyInputError(f"label needs horizon >= 1 and delay >= 0; got {horizon}, {delay}")
+    close = panel_wide(panel, "close")
+    if panel["close"].dtype == np.float32:
+        close = close.astype(np.float32)  # exact: float32 -> float64 -> float32
+    label = close.shift(-(delay + horizon)) / close.shift(-delay) - 1
+    return label.astype(float)
+
+
+def label_text(horizon: int = 1, delay: int = 1) -> str:
+    """``qlib_label``'s definition in words, e.g. ``close[t+2]/close[t+1] - 1 (Qlib's label,
+    Ref($close, -2)/Ref($close, -1) - 1)``."""
+
+    def at(k):
+        return f"close[t+{k}]" if k else "close[t]"
+
+    def ref(k):
+        return f"Ref($close, -{k})" if k else "$close"
+
+    expr = f"{ref(delay + horizon)}/{ref(delay)} - 1"
+    qlib = "Qlib's label, " if (horizon, delay) == (1, 1) else "in Qlib: "
+    return f"{at(delay + horizon)}/{at(delay)} - 1 ({qlib}{expr})"
+
+
 def rolling_beta(
     ret: pd.DataFrame, bench: pd.Series, window: int, min_periods: int
 ) -> pd.DataFrame:

@@ -254,14 +254,16 @@ def test_evaluate_returns_costs_and_report(tmp_path):
 
 def test_evaluate_signal_ic(market, exposures):
     panel = market["panel"]
-    fwd = daily_returns(panel).shift(-1)
-    perfect = (
-        fwd.stack().dropna().rename("pred_return").to_frame()
-    )  # look-ahead on purpose: IC must be 1
+    # look-ahead on purpose: the return t+1 -> t+2 (Qlib's label, what is scored) gives IC 1
+    fwd = daily_returns(panel).shift(-2)
+    perfect = fwd.stack().dropna().rename("pred_return").to_frame()
     ev = evaluate(
         topk_weights(perfect, 5), panel, market["bench"], signal=perfect, exposures=exposures
     )
     assert ev.ic["ic"].mean() > 0.99 and ev.ic["rank_ic"].mean() > 0.99
+    nxt = daily_returns(panel).shift(-1).stack().dropna().rename("pred_return").to_frame()
+    ev_next = evaluate(topk_weights(nxt, 5), panel, market["bench"], signal=nxt)
+    assert abs(ev_next.ic["ic"].mean()) < 0.2  # t -> t+1 is not the label
     assert ev.quantile_returns["long_short"].mean() > 0
     assert ev.summary.loc["IC", "gross"] > 0.99
     assert "mean_abs_exposure_beta" in ev.summary.index

@@ -2,8 +2,10 @@
 
 Per model, over all windows' decision dates:
 - IC / RankIC (Qlib's calc_ic, via ``evaluation.evaluate``) of the score against the h-bar
-  forward return, with Newey-West t-statistics (lag h - 1 observations: conservative when
-  decisions are spaced by more than one bar);
+  forward return close t -> close t+h (``factors.forward_returns``, given to ``evaluate`` as
+  its label: not its Qlib t+1 -> t+2 default, as these books trade at the close of t), with
+  Newey-West t-statistics (lag h - 1 observations: conservative when decisions are spaced by
+  more than one bar);
 - a long-only top-K book (``topk_weights``) evaluated by ``evaluate`` with costs (net) and
   without (gross), against the benchmark;
 - for Kronos, the probabilistic quality of the h-bar return distribution from the sampled
@@ -58,6 +60,7 @@ def signal_rows(signals, data, cfg) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     p = cfg["portfolio"]
     rows, curves, ics = {}, {}, {}
     bench_row = None
+    label = forward_returns(data.panel, h)
     for name in signals.columns:
         sig = signals[name].dropna()
         weights = topk_weights(sig, p["topk"], n_drop=p["n_drop"], hold_period=p["hold_period"])
@@ -69,6 +72,8 @@ def signal_rows(signals, data, cfg) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
             commission=p["commission"],
             slippage=p["slippage"],
             horizon=h,
+            label=label,
+            label_name=f"close[t+{h}]/close[t] - 1 (forward_returns)",
         )
         ic_m, _, ic_t = newey_west_tstat(ev.ic["ic"], h - 1)
         ric_m, _, ric_t = newey_west_tstat(ev.ic["rank_ic"], h - 1)
