@@ -7,6 +7,10 @@ Without --signal the example uses an honest BASELINE, not Kronos: the 5-day reve
 -(close_t / close_{t-5} - 1), which uses bars at or before t only. (Running Kronos over four
 years of CSI300 is too slow for a CPU; produce a file with `kronos-alpha forecast` instead.)
 
+IC / RankIC score the signal of t against Qlib's label close[t+2]/close[t+1] - 1 (as
+`kronos-alpha evaluate` and Qlib's SigAnaRecord do; here from the pool panel, so a name's last
+two member days before it leaves CSI300 have no label).
+
 Books compared (all decided at the close of t, earning t -> t+1, costs 5 bp + 5 bp per unit
 traded):
   raw top-K        long-only top 50 of the raw signal, n_drop 5

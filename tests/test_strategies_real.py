@@ -112,6 +112,7 @@ def test_real_evaluate_cli(real, tmp_path):
     assert rc == 0
     text = (out / "report.md").read_text()
     assert "information_ratio" in text and "RankIC" in text
+    assert "scored against close[t+2]/close[t+1] - 1 (Qlib's label" in text
     assert (out / "exposures.png").is_file() and (out / "drawdown.png").is_file()
     rc = main(
         [
@@ -127,11 +128,15 @@ def test_real_evaluate_cli(real, tmp_path):
             "--residualize",
             "--max-weight",
             "0.1",
+            "--horizon",
+            "3",
             "--out",
             str(tmp_path / "neutral"),
         ]
     )
-    assert rc == 0 and (tmp_path / "neutral" / "report.md").is_file()
+    assert rc == 0
+    text = (tmp_path / "neutral" / "report.md").read_text()
+    assert "scored against close[t+4]/close[t+1] - 1" in text
     bad = tmp_path / "bad.csv"
     sig.drop(columns="instrument").to_csv(bad, index=False)
     assert main(["evaluate", "--signal", str(bad), "--provider-uri", str(DATA)]) == 1

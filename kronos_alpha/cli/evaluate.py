@@ -1,15 +1,27 @@
-"""``kronos-alpha evaluate``: build a book from a signal file and write an evaluation report."""
+"""``kronos-alpha evaluate``: build a book from a signal file and write an evaluation report.
+
+IC, RankIC and the quantile spreads score the signal of day t against Qlib's label
+close[t+2]/close[t+1] - 1, i.e. Ref($close, -2)/Ref($close, -1) - 1 (--horizon sets the bars
+it spans, from close t+1), so on the predictions of a qrun they equal its SigAnaRecord IC.
+The label reads each signal name's closes from its full history, also after it leaves the
+pool, as Qlib's handler does. The book's returns keep their own timing: weights of day t
+earn close t -> close t+1.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from . import DefaultsHelpFormatter
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="IC/RankIC, top-K or neutral book performance with and without costs, report",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--signal", required=True, help="parquet or CSV with datetime, instrument, score columns"
@@ -21,21 +33,41 @@ def register(sub) -> None:
     p.add_argument(
         "--market",
         default="csi300",
-        help="Qlib instrument pool (default csi300) or comma-separated instruments",
+        help="Qlib instrument pool or comma-separated instruments",
     )
-    p.add_argument("--benchmark", default="SH000300")
-    p.add_argument("--region", default="cn")
+    p.add_argument("--benchmark", default="SH000300", help="benchmark instrument")
+    p.add_argument("--region", default="cn", help="Qlib region")
+    p.add_argument(
+        "--horizon",
+        type=int,
+        default=1,
+        help="bars the IC label spans: close[t+1+h]/close[t+1] - 1 (1: Qlib's label)",
+    )
     p.add_argument(
         "--book",
         choices=["topk", "long-short", "neutral"],
         default="topk",
         help="topk: long-only top-K; long-short: top/bottom-K; neutral: factor-neutral optimiser",
     )
-    p.add_argument("--topk", type=int, default=50)
-    p.add_argument("--n-drop", type=int, default=None)
-    p.add_argument("--hold-period", type=int, default=1)
-    p.add_argument("--turnover-cap", type=float, default=None)
-    p.add_argument("--weighting", choices=["equal", "score"], default="equal")
+    p.add_argument("--topk", type=int, default=50, help="names held long (and short)")
+    p.add_argument(
+        "--n-drop",
+        type=int,
+        default=None,
+        help="names sold per rebalance, TopkDropout-style (default: every name that left the top K)",
+    )
+    p.add_argument(
+        "--hold-period", type=int, default=1, help="rebalances a bought name is held at least"
+    )
+    p.add_argument(
+        "--turnover-cap",
+        type=float,
+        default=None,
+        help="max one-way turnover 0.5 * sum|w_t - w_t-1| per rebalance (default: no cap)",
+    )
+    p.add_argument(
+        "--weighting", choices=["equal", "score"], default="equal", help="weights of held names"
+    )
     p.add_argument(
         "--residualize", action="store_true", help="neutralise the signal by regression first"
     )
@@ -46,8 +78,12 @@ def register(sub) -> None:
     p.add_argument(
         "--rebalance-every", type=int, default=5, help="neutral book: bars between solves"
     )
-    p.add_argument("--commission", type=float, default=0.0005)
-    p.add_argument("--slippage", type=float, default=0.0005)
+    p.add_argument(
+        "--commission", type=float, default=0.0005, help="cost per unit of capital traded"
+    )
+    p.add_argument(
+        "--slippage", type=float, default=0.0005, help="slippage per unit of capital traded"
+    )
     p.add_argument(
         "--warmup-days",
         type=int,
@@ -94,16 +130,26 @@ def run(args) -> int:
         topk_weights,
         write_report,
     )
-    from kronos_alpha.strategies.factors import daily_returns
+    from kronos_alpha.strategies.factors import daily_returns, label_text, qlib_label
     from kronos_alpha.strategies.panel import load_panel
 
+    if args.horizon < 1:
+        raise ValueError(f"--horizon must be >= 1; got {args.horizon}")
     signal, column = read_signal(args.signal, args.column)
     dates = signal.index.get_level_values("datetime")
     start = (dates.min() - pd.Timedelta(days=args.warmup_days)).strftime("%Y-%m-%d")
-    end = (dates.max() + pd.Timedelta(days=10)).strftime("%Y-%m-%d")
+    # calendar days past the last signal date: enough for close t+1+horizon over holidays
+    end = (dates.max() + pd.Timedelta(days=14 + 2 * args.horizon)).strftime("%Y-%m-%d")
     panel, bench = load_panel(
         args.provider_uri, args.market, start, end, args.benchmark, args.region
     )
+    # the label from each signal name's full history: a pool panel ends a name where it
+    # leaves the pool, Qlib's label reads its closes after that
+    names = sorted(signal.index.get_level_values("instrument").unique())
+    history, _ = load_panel(
+        args.provider_uri, names, dates.min().strftime("%Y-%m-%d"), end, args.benchmark, args.region
+    )
+    label = qlib_label(history, args.horizon)
     exposures = factor_exposures(panel, bench)
     sig = signal.rename("score")
     if args.residualize:
@@ -139,6 +185,9 @@ def run(args) -> int:
         exposures=exposures,
         commission=args.commission,
         slippage=args.slippage,
+        horizon=args.horizon,
+        label=label,
+        label_name=label_text(args.horizon),
     )
     path = write_report(
         ev, args.out, title=f"{Path(args.signal).name}: {args.book} book ({column})"
