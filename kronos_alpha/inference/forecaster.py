@@ -9,9 +9,10 @@ token engine).
 Policies (all counted in ``Forecaster.report``):
 
 - No look-ahead. The window for decision time t is the last ``lookback`` usable bars at or
-  before t. Bars after t only enter as *timestamps* (the panel's calendar gives the future
-  bar times for the time features; beyond the panel's end they are extrapolated, see
-  ``kronos_alpha.inference.calendar``); their prices and volumes never do.
+  before t. The future bar times (the time features of the forecast steps) come from a
+  calendar known at t (``settings.calendar``: by default the exchange the instrument codes
+  name, see ``kronos_alpha.inference.calendar``), never from the panel's rows after t, so a
+  forecast at t equals one from the panel cut at t, bit for bit.
 - Suspended or missing bars follow the input boundary's policy (``panel.traded_mask``): by
   default a suspended bar is dropped from the history and a decision time on one is skipped
   (reason ``suspended``); with ``fill_suspended=True`` suspended bars stay as flat bars.
@@ -40,7 +41,7 @@ import torch
 from ..model import zoo
 from . import distributed
 from .cache import ForecastCache, settings_digest, weights_digest, window_key
-from .calendar import BarCalendar
+from .calendar import future_times
 from .data import Series, Window, check_dates, forecast_windows, sample_bars, time_features
 from .device import auto_device, batch_windows, check_device, check_fits, torch_dtype, window_bytes
 from .generation import uniforms_for_seeds, window_seed
@@ -240,11 +241,16 @@ class Forecaster:
         }
         tz = next(iter(series.values())).raw_index.tz
         all_times = pd.concat([x.raw_index.to_series() for x in series.values()]).unique()
-        calendar = BarCalendar(pd.DatetimeIndex(all_times))
+        times = pd.DatetimeIndex(all_times).unique().sort_values()
         if dates is not None:
-            dates = check_dates(dates, calendar.times, tz)
+            dates = check_dates(dates, times, tz)
         windows, requested, skipped = forecast_windows(series, dates, min_history)
-        futures = {t: calendar.future(t, s.horizon) for t in {w.time for w in windows}}
+        futures, calendar_used, note = future_times(
+            s.calendar, times, [w.time for w in windows], s.horizon, list(series)
+        )
+        if note and note not in vars(self).setdefault("_calendar_notes", set()):
+            self._calendar_notes.add(note)  # once per forecaster
+            warnings.warn(note, stacklevel=2)
         paths, from_cache, corrupt = self._run(windows, lookback, futures)
         table, returns = self._summarise(windows, paths)
         self.sample_returns_ = returns
@@ -271,6 +277,7 @@ class Forecaster:
             "device": str(loaded.device),
             "dtype": str(loaded.dtype).replace("torch.", ""),
             "world_size": distributed.world_size(),
+            "calendar": calendar_used,
             "seconds": round(time.perf_counter() - start, 3),
         }
         return table

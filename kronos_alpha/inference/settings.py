@@ -81,6 +81,10 @@ class ForecastSettings:
     device: None picks cuda, then mps, then cpu. dtype: None/float32, bf16 or fp16.
     max_context: None takes the model's. batch_size: windows per batch (None: sized to memory).
     cache_dir: folder of the forecast cache (None: no cache). progress: tqdm bars.
+    calendar: where the future bar times (time features) come from, never the panel's rows
+        after t: None/"auto" (the exchange of the instrument codes, else business days with a
+        warning), an exchange-calendars name ("XSHG", "XNYS", "24/7", ...), timestamps or a
+        calendar file, "business", or "panel" (look-ahead-prone); see inference.calendar.
     """
 
     lookback: int = 90
@@ -101,6 +105,7 @@ class ForecastSettings:
     batch_size: int | None = None
     cache_dir: str | None = None
     progress: bool = True
+    calendar: str | tuple | None = None
 
     def __post_init__(self):
         def put(name, value):
@@ -147,6 +152,9 @@ class ForecastSettings:
                     f"cache_dir must be a folder path (None: no cache), got {self.cache_dir!r}"
                 )
             put("cache_dir", str(self.cache_dir))
+        from .exchange import check_calendar  # lazily: exchange imports this module
+
+        put("calendar", check_calendar(self.calendar))
 
     @staticmethod
     def _check_quantiles(qs) -> tuple:
