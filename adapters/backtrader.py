@@ -21,9 +21,11 @@ reuse it. In ``next`` mode (``runonce=False``, live feeds, replay) the first ind
 on a bar forecasts the current bar of every data in one call, through the forecaster's disk
 cache (``cache_dir``); a re-sent bar (same time and values) is answered from memory, so the
 indicator is idempotent, and a replayed bar whose values changed is recomputed. Both modes
-give identical values (tested): each forecast uses only bars at or before its bar, and both
-hand the forecaster the same calendar (every bar time the feeds hold; a live feed holds only
-its past, so there the forecaster extrapolates future stamps).
+give identical values (tested): each forecast uses only bars at or before its bar, and its
+future bar times (the forecast steps' time features) come from the settings' ``calendar``,
+known at that bar (by default the exchange of the data names: SH600000 -> XSHG; see
+``kronos_alpha.inference.calendar``), never from the feed's later bars; so a live feed, which
+holds only its past, gets the same forecasts as a backtest over the whole history.
 
 Warm-up and gaps. The indicator's minimum period is ``lookback`` (clipped to the model's
 context): the first ``lookback - 1`` bars are NaN. A bar the forecaster skips (a suspended bar
@@ -66,7 +68,7 @@ FEED_LINES = (*PRICE_COLS, VOLUME_COL)  # the lines a feed needs: Kronos reads w
 _ORDINAL_1970 = 719163  # backtrader's float dates count days from 0001-01-01 (ordinal 1)
 _TABLES: OrderedDict = OrderedDict()  # (settings, bars digest) -> forecast table (a small LRU)
 _TABLES_KEPT = 8
-OVERRIDES = ("lookback", "horizon", "sample_count", "cache_dir")  # None: the forecaster's
+OVERRIDES = ("lookback", "horizon", "sample_count", "cache_dir", "calendar")  # None: forecaster's
 
 
 def bar_times(data) -> pd.DatetimeIndex:
@@ -125,7 +127,7 @@ class _Group:
     # -- framework bars -> the forecaster's panel ---------------------------------------------
     def frame(self, data, name: str, n_past: int) -> pd.DataFrame:
         """The first ``n_past`` bars with values, then the later bar times the feed holds (NaN rows:
-        they give the forecaster its calendar, never prices)."""
+        no prices; only ``calendar="panel"`` reads their times)."""
         times = bar_times(data)
         cols = {c: np.asarray(getattr(data.lines, c).array, dtype=np.float64) for c in FEED_LINES}
         df = pd.DataFrame(cols, index=times)
@@ -221,7 +223,8 @@ class KronosIndicator(bt.Indicator):
     folder; ``tokenizer`` when the model names none). ``settings``: a ``ForecastSettings`` to
     use instead of the forecaster's, or a mapping of changes to them. Overrides on top, each
     None (the default) for the forecaster's: ``lookback``, ``horizon``, ``sample_count``,
-    ``cache_dir`` (the forecaster's disk cache); ``seed`` defaults to the string
+    ``cache_dir`` (the forecaster's disk cache), ``calendar`` (where the future bar times come
+    from: an exchange name such as "XNYS", timestamps, ...; see ForecastSettings); ``seed`` defaults to the string
     ``"forecaster"`` instead, because None is a seed value (it samples afresh and disables
     every cache). All of them become one ``ForecastSettings.replace``, validated there.
     ``quantiles`` (lower, upper) are the band lines' levels; their default (0.1, 0.9) is the
@@ -243,6 +246,7 @@ class KronosIndicator(bt.Indicator):
         ("seed", "forecaster"),
         ("quantiles", (0.1, 0.9)),
         ("cache_dir", None),
+        ("calendar", None),
         ("nan_bars", "raise"),
     )
     plotinfo = dict(subplot=True, plotname="Kronos", plothlines=[0.0], plotymargin=0.1)

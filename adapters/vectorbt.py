@@ -23,7 +23,9 @@ Parameters ``lookback``, ``horizon``, ``sample_count``: None (the default) takes
 forecaster's; a parameter left None has no column level. Run keywords: ``forecaster`` (a
 ``Forecaster``) or ``model`` (a zoo name, Hub id or folder, with ``tokenizer`` when needed);
 ``settings`` (a ``ForecastSettings`` to use instead of the forecaster's, or a mapping of changes
-to them); ``seed`` and ``cache_dir`` (None: the forecaster's). Each combination's settings are
+to them); ``seed``, ``cache_dir`` and ``calendar`` (None: the forecaster's; ``calendar`` says
+where the future bar times come from, by default the exchange the column names name, e.g.
+SH600000 -> XSHG, see ``kronos_alpha.inference.calendar``: never the frames' later rows). Each combination's settings are
 one ``ForecastSettings.replace`` of those, validated there. vectorbt itself reads ``seed`` (an
 integer also seeds numpy's global generator; None means not given), so fresh samples
 (seed None) are asked for with ``settings=dict(seed=None)`` or a forecaster whose seed is None.
@@ -125,10 +127,13 @@ def _wide(table: pd.DataFrame, column: str, index, columns) -> np.ndarray:
     return wide.reindex(index=index, columns=names).to_numpy(np.float64)
 
 
-def combo_settings(start: ForecastSettings, combo, band, seed, cache_dir) -> ForecastSettings:
+def combo_settings(
+    start: ForecastSettings, combo, band, seed, cache_dir, calendar=None
+) -> ForecastSettings:
     """One parameter combination's settings: one ``replace`` of ``start``, validated there."""
     changes = {k: int(v) for k, v in zip(PARAMS, combo) if v is not None}
-    changes.update({k: v for k, v in (("seed", seed), ("cache_dir", cache_dir)) if v is not None})
+    given = (("seed", seed), ("cache_dir", cache_dir), ("calendar", calendar))
+    changes.update({k: v for k, v in given if v is not None})
     return with_band(start.replace(**changes), band)
 
 
@@ -149,12 +154,13 @@ def kronos_cache(
     quantiles=(0.1, 0.9),
     cache_dir=None,
     nan_bars="raise",
+    calendar=None,
 ):
     """The ``cache_func``: one batched forecaster call per distinct parameter combination."""
     quantiles = band_quantiles(quantiles)
     base = base_forecaster(forecaster, model, tokenizer, "KronosSignal.run")
     start = start_settings(base, settings)
-    combos = {c: combo_settings(start, c, quantiles, seed, cache_dir)
+    combos = {c: combo_settings(start, c, quantiles, seed, cache_dir, calendar)
               for c in dict.fromkeys(zip(lookbacks, horizons, sample_counts))}  # fmt: skip
     panel = to_panel(open, high, low, close, volume, nan_bars)
     base.load()

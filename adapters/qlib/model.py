@@ -9,6 +9,11 @@
 The model is a thin shell over :class:`kronos_alpha.Forecaster` (the one inference path):
 ``predict`` turns the handler's raw bars into a panel, asks the forecaster for the decision
 dates of the segment, and returns one column of its table as the score.
+
+The handler holds bars after a decision date (up to the segment's end); the forecaster never
+reads them, prices or times: the future bar times come from the settings' ``calendar``, by
+default the exchange the instrument codes name, else the one of Qlib's region (cn: XSHG,
+us: XNYS). A prediction at t equals one from a handler that ends at t.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from qlib.data.dataset import DatasetH, TSDatasetH
 from qlib.log import get_module_logger
 from qlib.model.base import ModelFT
 
+from kronos_alpha.inference.exchange import infer_exchange
 from kronos_alpha.inference.forecaster import Forecaster
 from kronos_alpha.inference.panel import PRICE_COLS, InputError
 from kronos_alpha.inference.settings import ForecastSettings, SettingsError, merge_mappings
@@ -57,6 +63,16 @@ def qlib_settings(settings, fields: dict) -> ForecastSettings:
     return ForecastSettings.build(
         ForecastSettings(horizon=QLIB_HORIZON), **{**(settings or {}), **fields}
     )
+
+
+def auto_calendar(settings: ForecastSettings, codes) -> ForecastSettings:
+    """``calendar=None`` (auto): the exchange the codes name, else Qlib's region's."""
+    if settings.calendar is not None:
+        return settings
+    from qlib.config import C
+
+    found = infer_exchange(codes, region=C.get("region"))
+    return settings if found is None else settings.replace(calendar=found)
 
 
 def check_signal(signal, settings) -> None:
@@ -283,6 +299,9 @@ class KronosModel(ModelFT):
             targets.get_level_values("instrument").unique()
         )
         fc = self.forecaster()
+        codes = targets.get_level_values("instrument").unique()
+        settings = auto_calendar(fc.settings, codes)
+        fc = fc if settings is fc.settings else fc.with_settings(settings)
         table = fc.forecast(bars[wanted], dates=targets.get_level_values("datetime").unique())
         table = table.reindex(targets.intersection(table.index))
         self.last_report = dict(getattr(fc, "report", {}) or {})

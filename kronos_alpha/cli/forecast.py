@@ -21,7 +21,9 @@ DEFAULTS = ForecastSettings(sample_count=20)
 # --chart and --quiet.
 SETTING_ARGS = (
     "lookback", "horizon", "sample_count", "T", "top_p", "seed", "device", "dtype", "cache_dir",
+    "calendar",
 )  # fmt: skip
+SAMPLE_CALENDAR = "XNYS"  # the bundled sample: US stocks (NYSE/Nasdaq share the holidays)
 
 
 def register(sub) -> None:
@@ -63,6 +65,14 @@ def register(sub) -> None:
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument("--dtype", default=d.dtype, help="float32 (default), bf16 or fp16 (cuda)")
     p.add_argument("--cache-dir", default=d.cache_dir, help="forecast cache folder (default: none)")
+    p.add_argument(
+        "--calendar", default=d.calendar, metavar="CAL",
+        help="where the future bar times come from: an exchange-calendars name (XSHG, XNYS, "
+        "XHKG, 24/7, ...), a calendar file (one date a line, e.g. Qlib's calendars/day.txt "
+        "with the coming sessions), 'business' (weekdays) or 'panel' (the file's own later "
+        "rows: look-ahead-prone). Default: the exchange the instrument codes name (SH600000, "
+        "600000.SH -> XSHG), XNYS for --sample, else business days with a warning",
+    )  # fmt: skip
     p.add_argument("--out", "-o", default="forecast.csv", help="table file, .csv or .parquet")
     p.add_argument(
         "--chart", default="forecast.png", help="PNG chart of one forecast ('' for none)"
@@ -136,6 +146,8 @@ def run(args) -> int:
 
         panel = load_panel([t.strip() for t in (args.sample or "AAPL").split(",") if t.strip()])
     frames = split_panel(panel)
+    if settings.calendar is None and not args.input:
+        settings = settings.replace(calendar=SAMPLE_CALENDAR)
     fc = Forecaster(model=args.model, tokenizer=args.tokenizer, settings=settings)
     if args.date:
         dates = args.date

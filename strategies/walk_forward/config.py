@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from kronos_alpha.inference.exchange import REGION_EXCHANGES
 from kronos_alpha.inference.panel import InputError
 from kronos_alpha.inference.settings import ForecastSettings, SettingsError, merge_mappings
 
@@ -71,6 +72,7 @@ DEFAULTS = {
         "top_p": 0.9,
         "seed": 0,
         "batch_size": None,
+        "calendar": None,  # future bar times (None: data.region's exchange, else the codes')
         "history_bars": None,  # bars before a window given to the forecaster (None: 3 x lookback + 60)
     },
     "finetune": {
@@ -150,11 +152,15 @@ def forecast_settings(cfg: dict, cache_dir=None) -> ForecastSettings:
     """The one ForecastSettings of every Kronos forecast of the run (base and fine-tuned).
 
     The kronos block's forecast fields, the label horizon, the CPU when threads are pinned,
-    no tqdm bars (the run has its own). The sampled returns come from
-    ``Forecaster.sample_returns_``, so no paths are kept.
+    no tqdm bars (the run has its own). ``kronos.calendar`` None: the exchange of
+    ``data.region`` (cn: XSHG, us: XNYS; another region: the instrument codes'), so every
+    forecast's future bar times come from the exchange calendar, never from the panel.
+    The sampled returns come from ``Forecaster.sample_returns_``, so no paths are kept.
     """
     k = cfg["kronos"]
     given = {name: k[name] for name in ForecastSettings.names() if name in k}
+    if given.get("calendar") is None:
+        given["calendar"] = REGION_EXCHANGES.get(str(cfg["data"]["region"]).lower())
     return ForecastSettings.build(
         given,
         horizon=cfg["windows"]["horizon"],

@@ -37,7 +37,9 @@ class Forecasters:
 def kronos_forecast(cfg: dict, data: Data, forecaster, win: dict, index: pd.MultiIndex):
     """(pred_return, sampled h-bar returns (rows as pred_return, one column per sample), the
     forecaster's report) from a panel cut at the window's last decision date (and
-    ``history_bars`` bars before its first)."""
+    ``history_bars`` bars before its first). Each date's future bar times come from the
+    settings' calendar (``forecast_settings``), not from the later dates' rows, so every
+    date's forecast is the one a panel cut at that date gives."""
     k = cfg["kronos"]
     extra = k["history_bars"] or 3 * k["lookback"] + 60
     first = data.calendar.get_loc(win["dates"][0])
