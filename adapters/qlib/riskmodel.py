@@ -1,8 +1,10 @@
 """Risk-model files for Qlib's EnhancedIndexingStrategy, built from the panel's factor exposures.
 
 Layout Qlib reads (``riskmodel_root/<YYYYMMDD>/``): ``factor_exp.pkl`` (instruments x factors),
-``factor_cov.pkl`` (factors x factors), ``specific_risk.pkl`` (instruments, one column), and an
-optional ``blacklist.pkl``. Qlib looks up the folder of the trading day *before* the trade date.
+``factor_cov.pkl`` (factors x factors), ``specific_risk.pkl`` (a Series by instrument: Qlib
+takes its ``.values`` as the optimiser's vector, so a one-column frame would break the solve),
+and an optional ``blacklist.pkl``. Qlib looks up the folder of the trading day *before* the
+trade date.
 
 Model: on each day s, a cross-sectional OLS of the daily returns of s on the exposures of s-1
 gives factor returns f_s and residuals u_s. For a date t, ``factor_cov`` is the covariance of
@@ -48,7 +50,7 @@ def factor_returns(
     return pd.DataFrame(frows).T, pd.DataFrame(urows).T
 
 
-def write_pickle(path: Path, table: pd.DataFrame) -> Path:
+def write_pickle(path: Path, table: pd.DataFrame | pd.Series) -> Path:
     """One risk-model table in Qlib's format (a pandas pickle), atomically."""
     return atomic_write(path, lambda f: table.to_pickle(f))
 
@@ -60,10 +62,15 @@ def write_riskmodel_files(
     dates=None,
     window: int = 60,
     min_obs: int = 20,
+    members: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write one Qlib risk-model folder per date in ``dates`` (default: every exposure date with a
     full window); returns the folders written. Stocks with fewer than ``min_obs`` residuals get
-    no row (Qlib then treats them as highest risk / excluded from the universe)."""
+    no row (Qlib then treats them as highest risk / excluded from the universe).
+
+    ``members`` (dates x instruments, True for a member that day, e.g. ``weights.membership``)
+    restricts each date's universe, the rows of ``factor_exp`` and ``specific_risk``, to that
+    date's members (point in time); the factor returns still use every instrument."""
     f, u = factor_returns(returns, exposures)
     if f.empty:
         raise StrategyInputError("no date has enough data for a factor-return regression")
@@ -81,11 +88,16 @@ def write_riskmodel_files(
         hist_u = u.loc[:date].iloc[-window:]
         spec = hist_u.std().where(hist_u.count() >= min_obs).dropna()
         names = X.index.intersection(spec.index)
+        if members is not None:
+            if date not in members.index:
+                raise StrategyInputError(f"members has no row for {date:%Y-%m-%d}")
+            today = members.loc[date]
+            names = names.intersection(today.index[today.astype(bool)])
         folder = root / f"{date:%Y%m%d}"
         tables = {
             "factor_exp.pkl": X.loc[names],
             "factor_cov.pkl": hist_f[X.columns].cov(),
-            "specific_risk.pkl": spec[names].to_frame("specific_risk"),
+            "specific_risk.pkl": spec[names].rename("specific_risk"),
         }
         for name, table in tables.items():
             write_pickle(folder / name, table)
