@@ -1,9 +1,12 @@
-"""``kronos-alpha qlib-data build|check``: make and verify Qlib provider folders.
+"""``kronos-alpha qlib-data build|check|weights``: make, verify and extend Qlib provider folders.
 
 ``build`` validates the whole input before it writes anything; a refused build prints its
 report (every problem, on stdout as JSON and one a line on stderr) and exits 1, leaving no
 folder. ``--dry-run`` prints what would be written and writes nothing (exit 1 when the
-input has problems). ``check`` exits 1 when the folder has errors.
+input has problems). ``check`` exits 1 when the folder has errors. ``weights`` writes the
+benchmark-weight field ``$<market>_weight`` that Qlib's EnhancedIndexingStrategy reads, from
+point-in-time membership (equal, or ``--cap-field``), and a benchmark series when
+``--benchmark`` names an instrument the folder lacks; refused (exit 1) it writes nothing.
 """
 
 from __future__ import annotations
@@ -62,6 +65,31 @@ def register(sub) -> None:
     )
     c.set_defaults(func=run_check)
 
+    w = actions.add_parser(
+        "weights",
+        help="write a market's benchmark weights ($<market>_weight, for EnhancedIndexing) "
+        "from its point-in-time membership",
+    )
+    w.add_argument("folder", help="a writable provider folder (copy a read-only one first)")
+    w.add_argument("--market", required=True, help="instruments/<MARKET>.txt, e.g. csi300")
+    how = w.add_mutually_exclusive_group()
+    how.add_argument(
+        "--equal", action="store_true", help="equal weights over the day's members (default)"
+    )
+    how.add_argument(
+        "--cap-field",
+        help="weight by this field (features/<code>/<FIELD>.<freq>.bin), e.g. a market cap",
+    )
+    w.add_argument(
+        "--benchmark",
+        help="also write this benchmark series (the weighted members' index) when the "
+        "folder has no close for it",
+    )
+    w.add_argument("--freq", default="day")
+    w.add_argument("--overwrite", action="store_true", help="replace an existing weight field")
+    w.add_argument("--dry-run", action="store_true", help="report what would be written")
+    w.set_defaults(func=run_weights)
+
 
 def run_build(args) -> int:
     from kronos_alpha.adapters.qlib.data import BuildError, build
@@ -94,3 +122,28 @@ def run_check(args) -> int:
     report = check(args.folder, args.freq, fields, args.market, args.benchmark, deep=not args.quick)
     print(json.dumps(report.as_dict(), indent=2, default=str))
     return 0 if report.ok else 1
+
+
+def run_weights(args) -> int:
+    from kronos_alpha.adapters.qlib.weights import WeightsError, write_weights
+
+    try:
+        report = write_weights(
+            args.folder,
+            args.market,
+            args.cap_field,
+            args.benchmark,
+            args.freq,
+            args.overwrite,
+            dry_run=args.dry_run,
+        )
+    except WeightsError as exc:
+        report = exc.report
+    print(json.dumps(report.as_dict(), indent=2, default=str))
+    if report.errors:
+        lines = [
+            f"kronos-alpha qlib-data weights: error: nothing written: {len(report.errors)} problem(s)"
+        ]
+        print("\n".join(lines + [f"  {e}" for e in report.errors]), file=sys.stderr)
+        return 1
+    return 0
