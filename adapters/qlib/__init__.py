@@ -13,7 +13,10 @@ all with ``module_path: kronos_alpha.adapters.qlib``.
 
 Modules: ``handler`` (KronosHandler, raw_bars), ``model`` (KronosModel), ``checks``
 (absent field files, the benchmark, segments), ``data`` (provider folders: ``kronos-alpha
-qlib-data build|check``), ``strategies`` (the Qlib strategy classes) and ``riskmodel``.
+qlib-data build|check``), ``weights`` (``qlib-data weights``: the ``$<market>_weight`` field
+EnhancedIndexingStrategy reads, and a benchmark series), ``subset`` (a writable copy of part
+of a folder), ``strategies`` (the Qlib strategy classes), ``riskmodel`` and ``enhanced``
+(risk model, signal and Qlib backtest of the enhanced-indexing book, end to end).
 A name is imported from its module when first asked for, so that ``data`` (pure
 numpy/pandas) does not load Qlib's model and backtest stack.
 """
@@ -25,6 +28,12 @@ import importlib
 EXPORTS = {
     "Alpha158Checked": "kronos_alpha.strategies.alpha158",
     "CheckedEnhancedIndexingStrategy": ".strategies",
+    "EnhancedIndexingRun": ".enhanced",
+    "WeightsError": ".weights",
+    "book_exposures": ".strategies",
+    "copy_provider": ".subset",
+    "enhanced_indexing_backtest": ".enhanced",
+    "write_weights": ".weights",
     "KronosHandler": ".handler",
     "KronosModel": ".model",
     "TopKWeightStrategy": ".strategies",
