@@ -104,7 +104,7 @@ def test_xshg_sessions_are_the_data_calendar_for_every_day():
     day = day_calendar()
     h = 5
     futures, used, note = future_times(None, day, day[:-h], h, CODES)
-    assert used == "XSHG (auto)" and note == ""
+    assert used == "XSHG (auto)" and note == {}
     for i, t in enumerate(day[:-h]):
         assert futures[t].equals(day[i + 1 : i + 1 + h]), t
 
@@ -127,6 +127,21 @@ def test_intraday_grid_is_bar_end_stamped_like_the_shared_file():
             assert futures[t].equals(times[50 + i + 1 : 50 + i + 1 + h]), t
     tods = pd.Index(future_times("XSHG", idx, dec[-1:], 48, ["x"])[0][dec[-1]].strftime("%H:%M"))
     assert tods.min() == "09:35" and tods.max() == "15:00" and "13:00" not in tods
+
+
+def test_bars_off_the_calendar_are_warned_about():
+    """Start-stamped or wrongly zoned intraday bars, or days the exchange was closed."""
+    need(INTRADAY)
+    idx = pd.DatetimeIndex(pd.read_csv(INTRADAY, parse_dates=["timestamps"]).timestamps)
+    assert future_times(None, idx, idx[-30:-20], 5, ["SH600977"])[2] == {}
+    sh = idx - pd.Timedelta(minutes=5)  # 09:30 .. 14:55: bar-start stamps
+    (start,) = future_times(None, sh, sh[-30:-20], 5, ["SH600977"])[2].values()
+    assert "104 of 2480 bar times" in start and "stamped at their start" in start
+    utc = idx.tz_localize("Asia/Shanghai").tz_convert("UTC").tz_localize(None)
+    assert "2480 of 2480" in str(future_times("XSHG", utc, utc[-30:-20], 5, ["x"])[2])
+    b = pd.bdate_range("2019-01-01", "2019-12-31")
+    (note,) = future_times(None, b, b[-20:-10], 5, ["SH600000"])[2].values()
+    assert "16 of 250 bar times" in note and "2019-02-04" in note  # after the first session
 
 
 @pytest.mark.parametrize("setting", [None, "XSHG", "24/7", "business", "files"])
@@ -231,8 +246,13 @@ def test_business_fallback_warns_once_and_is_reported(tiny):
         fc.forecast(panel, [t])  # once per forecaster
     with pytest.warns(UserWarning, match="calendar='business'"):
         fc_for(tiny, calendar="business").forecast(panel, [t])
-    fc.forecast({"SH600000": panel["AAA"]}, [t])
+    sh = {"SH600000": panel["AAA"]}  # weekdays: some were Spring Festival holidays in 2024
+    with pytest.warns(UserWarning, match="not among its session dates"):
+        fc.forecast(sh, [t])
     assert fc.report["calendar"] == "XSHG (auto)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fc.forecast(sh, [panel["AAA"].index[-2]])  # other counts, the same kind: warned once
 
 
 def test_exchange_calendar_is_built_once_per_call_and_kept(tiny, cn_panel, monkeypatch):

@@ -33,6 +33,7 @@ silent fallback. The same holds for a given list or file that ends too early.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -117,19 +118,20 @@ def bar_steps(times: pd.DatetimeIndex, decisions: pd.DatetimeIndex):
     return intra > 0, np.where(intra > 0, intra, every)
 
 
-def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[dict, str, str]:
-    """({t: the ``horizon`` bar times after t}, the calendar used, a warning or "")."""
+def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[dict, str, dict]:
+    """({t: the ``horizon`` bar times after t}, the calendar used, {kind: warning}): a caller
+    warns once per kind (the counts in a message change from call to call)."""
     decisions = pd.DatetimeIndex(decisions).unique().sort_values()
     if setting == "panel":
         cal = BarCalendar(times)
-        return {t: cal.future(t, horizon) for t in decisions}, "panel", ""
-    note, used = "", setting
+        return {t: cal.future(t, horizon) for t in decisions}, "panel", {}
+    notes, used = {}, setting
     if setting is None:
         found = exchange.infer_exchange(instruments)
         if found is None:
             setting, used = "business", "business (auto: no exchange inferred)"
             names = sorted(map(str, instruments))[:3]
-            note = (
+            notes["auto"] = (
                 f"calendar: no exchange could be inferred from the instrument codes (e.g. {names}), "
                 "so the future bar times are business days (weekdays; a holiday after t is "
                 "stamped as a bar). Pass calendar= an exchange name (e.g. 'XNYS', 'XSHG', '24/7'), "
@@ -138,7 +140,7 @@ def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[
         else:
             setting, used = found, f"{found} (auto)"
     elif setting == "business":
-        note = (
+        notes["business"] = (
             "calendar='business': the future bar times are weekdays; an exchange holiday after "
             "t is stamped as a bar. Name the exchange (calendar='XNYS', ...) where there is one"
         )
@@ -147,7 +149,7 @@ def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[
     tz = times.tz
     out: dict = {}
     if len(decisions) == 0:
-        return out, used, note
+        return out, used, notes
     intraday, step = bar_steps(times, decisions)
     wall = _wall(decisions)
     tod = wall % DAY_NS
@@ -158,9 +160,13 @@ def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[
     if coarse.any():
         _put(out, decisions[coarse], wall[coarse, None] + step[coarse, None] * ks, tz)
     source = _Source(setting, times)
+    past = times[times <= decisions.max()]
     if daily.any():
         stamps = source.daily(date[daily], decisions[daily], horizon) + tod[daily, None]
         _put(out, decisions[daily], stamps, tz)
+        if setting != "business":
+            seen = pd.DatetimeIndex(np.unique(_wall(past) // DAY_NS * DAY_NS))
+            _stray(notes, seen, pd.DatetimeIndex(source.days), source.name, "session dates")
     for s in np.unique(step[intraday]):
         sel = intraday & (step == s)
         if setting == "business":
@@ -169,7 +175,38 @@ def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[
         else:
             grid = source.grid(int(s), decisions[sel], horizon, tz)
             out.update(_take(grid, decisions[sel], horizon, source.name))
-    return out, used, note
+            _stray(notes, past, grid, source.name, f"bar-end times at {pd.Timedelta(int(s))} bars")
+    return out, used, notes
+
+
+def _stray(notes: dict, seen, known: pd.DatetimeIndex, name: str, what: str) -> None:
+    """A warning when bars at or before the decision times are not on the calendar."""
+    if not len(known):
+        return
+    seen = seen[(seen >= known[0]) & (seen <= known[-1])]
+    off = seen[~seen.isin(known)]
+    if not len(off):
+        return
+    if what == "session dates":
+        hint = "Is it the instruments' exchange? Pass calendar= the right one, or the bar dates."
+    else:
+        hint = (
+            "Bars stamped at their start, or naive times in another zone than the exchange's? "
+            "Stamp bars at their end in the exchange's local time (or make them timezone-aware), "
+            "or pass calendar= the bar times."
+        )
+    notes[f"off {what}"] = (
+        f"calendar {name}: {len(off)} of {len(seen)} bar times of the panel are not among its "
+        f"{what} (first: {off[0]}); the future bar times follow the calendar. {hint}"
+    )
+
+
+def warn_once(notes: dict, warned: set) -> None:
+    """Warn each kind of note that is not in ``warned`` yet (stack: the forecast's caller)."""
+    for kind, note in notes.items():
+        if kind not in warned:
+            warned.add(kind)
+            warnings.warn(note, stacklevel=3)
 
 
 def _put(out: dict, decisions, wall_ns: np.ndarray, tz) -> None:
@@ -259,6 +296,7 @@ class _Source:
             idx = exchange.sessions(self.setting, *self._years(decisions, horizon))
             days = _wall(idx)
             last = pd.Timestamp(days[-1]) if len(days) else None
+        self.days = days
         pos = np.searchsorted(days, date, side="right")
         short = pos + horizon > len(days)
         if short.any():

@@ -41,7 +41,7 @@ import torch
 from ..model import zoo
 from . import distributed
 from .cache import ForecastCache, settings_digest, weights_digest, window_key
-from .calendar import future_times
+from .calendar import future_times, warn_once
 from .data import Series, Window, check_dates, forecast_windows, sample_bars, time_features
 from .device import auto_device, batch_windows, check_device, check_fits, torch_dtype, window_bytes
 from .generation import uniforms_for_seeds, window_seed
@@ -245,12 +245,10 @@ class Forecaster:
         if dates is not None:
             dates = check_dates(dates, times, tz)
         windows, requested, skipped = forecast_windows(series, dates, min_history)
-        futures, calendar_used, note = future_times(
+        futures, calendar_used, notes = future_times(
             s.calendar, times, [w.time for w in windows], s.horizon, list(series)
         )
-        if note and note not in vars(self).setdefault("_calendar_notes", set()):
-            self._calendar_notes.add(note)  # once per forecaster
-            warnings.warn(note, stacklevel=2)
+        warn_once(notes, vars(self).setdefault("_calendar_notes", set()))  # per forecaster
         paths, from_cache, corrupt = self._run(windows, lookback, futures)
         table, returns = self._summarise(windows, paths)
         self.sample_returns_ = returns
