@@ -140,3 +140,22 @@ def test_a_full_cache_refuses_another_token():
     for cache, rows in ((one_path, 1), (shared, 2), (KVCache(k, k), 1)):
         with pytest.raises(RuntimeError, match="full"):
             cache.append(torch.ones(rows, 4, 1, 4))
+
+
+def test_the_stacked_weights_follow_an_in_place_update(tiny_pair):
+    """The step's stacked weights are cached per model: an optimizer-style in-place update
+    (or a load_state_dict) must rebuild them, or the engine would generate from old weights."""
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = _inputs(tokenizer, 2, 12, 6)
+    args = (model, s1, s2, st, fst, 6, 32, 1, 1.0, 1, 1.0)
+    before = generate(*args)
+    with torch.no_grad():
+        for block in model.transformer:
+            block.self_attn.q_proj.weight.mul_(4.0)
+            block.ffn.w1.weight.neg_()
+        model.embedding.emb_s2.weight.mul_(3.0)
+    after, reference = generate(*args), generate_reference(*args)
+    assert torch.equal(after[0], reference[0]) and torch.equal(after[1], reference[1])
+    assert not torch.equal(after[0], before[0])
+    model.load_state_dict(Kronos(**TINY_MODEL).state_dict())  # new weights, same tensors
+    assert torch.equal(generate(*args)[0], generate_reference(*args)[0])

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .generation import sample_paths
 from .panel import (
     AMOUNT_COL,
     PRICE_COLS,
@@ -29,6 +28,7 @@ from .panel import (
     traded_mask,
     warn_inconsistent,
 )
+from .paths import sample_paths
 
 STAMP_COLS = ["minute", "hour", "weekday", "day", "month"]
 NORM_EPS = 1e-5
@@ -94,12 +94,14 @@ def sample_bars(
     top_p: float,
     clip: float,
     uniforms: torch.Tensor | None = None,
+    reference: bool = False,
     progress: bool = False,
 ) -> np.ndarray:
     """Raw bars (B, L, 6) -> sampled raw paths (B, sample_count, P, 6), float32.
 
     Each window is normalised by its own mean and std (``data.normalize``), sampled, and
-    mapped back to prices: the one path from bars to forecasts.
+    mapped back to prices: the one path from bars to forecasts. ``reference``: the
+    published algorithm instead of the engine (``paths.sample_paths``).
     """
     bars, scale = price_scale(bars)
     mean, std = scaler_stats(bars)
@@ -116,6 +118,7 @@ def sample_bars(
         top_k,
         top_p,
         uniforms,
+        reference=reference,
         progress=progress,
     )
     y = denormalize(z, mean[:, None], std[:, None])

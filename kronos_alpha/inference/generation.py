@@ -1,4 +1,4 @@
-"""Autoregressive generation of (s1, s2) tokens, and the sampled price paths they decode to.
+"""Autoregressive generation of (s1, s2) tokens: the cached engine and the reference loop.
 
 Window semantics (those of the published implementation): at most ``max_context`` tokens
 are fed. While context + generated tokens fit, positions count from the first context
@@ -7,12 +7,14 @@ one token. Once they no longer fit, the window slides by one token per step and 
 restart at its start, so every hidden state changes and the window is recomputed.
 
 ``generate_reference`` is the plain full-recompute loop, kept to check and time the engine.
+From bars to tokens and from tokens back to bars: ``paths.sample_paths``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -119,6 +121,47 @@ def _path_rows(s1, s2, stamp, future_stamp, pred_len: int, sample_count: int):
     )
 
 
+def _weights_key(model) -> tuple:
+    """Changes whenever a parameter is replaced, moved or updated in place."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
+
+
+_STACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stacked_weights(model) -> dict:
+    """The step's products with their weights stacked (q|k|v, w1|w3, the dependency layer's
+    k|v), and the pre-scaled token tables: built once per model and weights version, since
+    building them copies a transformer's worth of weights (30 ms for Kronos-small)."""
+    key = _weights_key(model)
+    cached = _STACKED.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    emb, cross = model.embedding, model.dep_layer.cross_attn
+    scale = math.sqrt(emb.d_model)  # as in HierarchicalEmbedding: elementwise, same bits
+    layers = []
+    for block in model.transformer:
+        attn, ffn = block.self_attn, block.ffn
+        qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
+        layers.append(
+            (
+                torch.cat([m.weight for m in qkv]),
+                torch.cat([m.bias for m in qkv]),
+                torch.cat([ffn.w1.weight, ffn.w3.weight]),
+            )
+        )
+    w = {
+        "tables": (emb.emb_s1.weight * scale, emb.emb_s2.weight * scale),
+        "layers": layers,
+        "dep_kv": (
+            torch.cat([cross.k_proj.weight, cross.v_proj.weight]),
+            torch.cat([cross.k_proj.bias, cross.v_proj.bias]),
+        ),
+    }
+    _STACKED[model] = (key, w)
+    return w
+
+
 class TokenStep:
     """The per-token computations of generation: one new token per row through the
     transformer against the prefilled caches, and the s1 and s2 logits of a hidden state.
@@ -126,32 +169,32 @@ class TokenStep:
     The same mathematics as the modules' forward, laid out for one-row products: there a
     step is bound by weight reads and per-operation overhead, not by arithmetic. (A
     one-row product may round differently from the same row inside the full pass's matrix
-    product, by about 1e-6, so tests compare the tokens, not the hidden states.) So the weights are stacked once per generation (q|k|v, w1|w3 and
-    the dependency layer's k|v each become one product), the token embeddings are
-    pre-scaled, no module is called, and a layer's new keys and values reach its cache in
-    one copy.
+    product, by about 1e-6, so tests compare the tokens, not the hidden states.) So the
+    weights are stacked (``_stacked_weights``: q|k|v, w1|w3 and the dependency layer's k|v
+    each become one product), the token embeddings are pre-scaled, no module is called,
+    and a layer's new keys and values reach its cache in one copy.
     """
 
     def __init__(self, model, positions: int):
         emb, dep, head = model.embedding, model.dep_layer, model.head
         dtype = next(model.parameters()).dtype
-        scale = math.sqrt(emb.d_model)  # as in HierarchicalEmbedding: elementwise, same bits
-        self.s1_table, self.s2_table = emb.emb_s1.weight * scale, emb.emb_s2.weight * scale
+        stacked = _stacked_weights(model)
+        self.s1_table, self.s2_table = stacked["tables"]
         self.fusion = (emb.fusion_proj.weight, emb.fusion_proj.bias)
         self.layers = []
-        for block in model.transformer:
-            attn, ffn = block.self_attn, block.ffn
+        for block, (w_qkv, b_qkv, w_13) in zip(model.transformer, stacked["layers"]):
+            attn = block.self_attn
             cos, sin = attn.rotary.tables(max(positions, 1), dtype)
             self.layers.append(
                 (
                     block.norm1.weight,
-                    torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
-                    torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]),
+                    w_qkv,
+                    b_qkv,
                     attn.out_proj.weight,
                     attn.out_proj.bias,
                     block.norm2.weight,
-                    torch.cat([ffn.w1.weight, ffn.w3.weight]),
-                    ffn.w2.weight,
+                    w_13,
+                    block.ffn.w2.weight,
                     cos,
                     sin,
                     attn.n_heads,
@@ -161,10 +204,7 @@ class TokenStep:
         self.eps = model.norm.eps
         cross = dep.cross_attn
         self.dep_heads = cross.n_heads
-        self.dep_kv = (
-            torch.cat([cross.k_proj.weight, cross.v_proj.weight]),
-            torch.cat([cross.k_proj.bias, cross.v_proj.bias]),
-        )
+        self.dep_kv = stacked["dep_kv"]
         self.dep_q = (emb.emb_s1.weight, cross.q_proj.weight, cross.q_proj.bias)
         self.dep_out = (cross.out_proj.weight, cross.out_proj.bias, dep.norm.weight)
         self.s1_head = (head.proj_s1.weight, head.proj_s1.bias)
@@ -290,57 +330,3 @@ def generate_reference(
         t2 = sample(model.decode_s2(h, t1), i, 1)
         tok1[:, n], tok2[:, n] = t1, t2
     return tok1, tok2
-
-
-@torch.no_grad()
-def sample_paths(
-    tokenizer,
-    model,
-    x: np.ndarray,
-    x_stamp: np.ndarray,
-    y_stamp: np.ndarray,
-    max_context: int,
-    sample_count: int = 1,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    uniforms: torch.Tensor | None = None,
-    reference: bool = False,
-    progress: bool = False,
-) -> np.ndarray:
-    """Normalised bars x (B, L, 6) -> sampled normalised paths (B, sample_count, P, 6).
-
-    The context is tokenised whole; the last ``max_context`` tokens of context + generated
-    tokens are decoded at once and the last P rows are the forecast.
-    """
-    device = next(model.parameters()).device
-    # The tokenizer may run in float32 while the model runs in bf16/fp16: BSQ tokens are
-    # signs of a projection, which half precision flips near zero.
-    tokenizer_dtype = next(tokenizer.parameters()).dtype
-    pred_len = y_stamp.shape[1]
-    xt = torch.as_tensor(x, dtype=torch.float32, device=device).to(tokenizer_dtype)
-    st = torch.as_tensor(x_stamp, device=device)
-    fst = torch.as_tensor(y_stamp, device=device)
-    if uniforms is not None:
-        uniforms = uniforms.to(device)
-    s1, s2 = tokenizer.encode(xt, half=True)
-    run = generate_reference if reference else generate
-    tok1, tok2 = run(
-        model,
-        s1,
-        s2,
-        st,
-        fst,
-        pred_len,
-        max_context,
-        sample_count,
-        temperature,
-        top_k,
-        top_p,
-        uniforms,
-        progress=progress,
-    )
-    total = tok1.shape[1]
-    w = slice(max(0, total - max_context), total)
-    z = tokenizer.decode((tok1[:, w], tok2[:, w]), half=True)[:, -pred_len:]
-    return z.float().cpu().numpy().reshape(x.shape[0], sample_count, pred_len, z.shape[-1])

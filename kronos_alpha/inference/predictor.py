@@ -23,7 +23,7 @@ from .panel import (
 )
 from .settings import ForecastSettings, check_horizon
 
-__all__ = ["KronosPredictor", "Prepared", "auto_device", "prepare_series"]
+__all__ = ["KronosPredictor", "Prepared", "auto_device", "prepare_batch", "prepare_series"]
 
 
 @dataclass
@@ -36,33 +36,76 @@ class Prepared:
     index: pd.DatetimeIndex  # forecast timestamps
 
 
-def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, name: str = "df") -> Prepared:
+def _stamps_of(indexes: list[pd.DatetimeIndex]) -> list[np.ndarray]:
+    """``time_features`` of every index in one vectorised call (local wall-clock time, as
+    time_features reads a timezone-aware index), split back per index."""
+    wall = [(i.tz_localize(None) if i.tz is not None else i).values for i in indexes]
+    feats = time_features(pd.DatetimeIndex(np.concatenate(wall)))
+    return np.split(feats, np.cumsum([len(i) for i in indexes])[:-1])
+
+
+def prepare_batch(
+    df_list, x_timestamp_list, y_timestamp_list, pred_len: int, names=None
+) -> list[Prepared]:
+    """Validated series and their stamps (errors name ``names[i]``, by default
+    ``df_list[i]``, or ``df`` for a single series). A timestamps object given for several
+    series (one forecast calendar for a panel, say) is parsed once, and the stamps of all
+    series come from one vectorised call."""
     if not isinstance(pred_len, (int, np.integer)) or pred_len <= 0:
         raise InputError(f"pred_len must be a positive integer, got {pred_len!r}")
-    x = ohlcv_matrix(df, name)
-    warn_inconsistent(ohlc_inconsistent(x), df.index, name, stacklevel=4)
-    if len(x) < 2:
-        raise InputError(f"{name} has a single row; a context needs at least 2 bars")
-    xt = as_timestamps(x_timestamp, "x_timestamp")
-    yt = as_timestamps(y_timestamp, "y_timestamp")
-    if len(xt) != len(x):
-        raise InputError(f"x_timestamp has {len(xt)} entries but {name} has {len(x)} rows")
-    if len(yt) != pred_len:
-        raise InputError(f"pred_len is {pred_len} but y_timestamp has {len(yt)} entries")
-    if yt[0] <= xt[-1]:
-        raise InputError(f"y_timestamp starts at {yt[0]}, not after the last context bar {xt[-1]}")
-    return Prepared(x, time_features(xt), time_features(yt), yt)
+    if names is None:
+        names = [f"df_list[{i}]" for i in range(len(df_list))] if len(df_list) > 1 else ["df"]
+    parsed: dict[tuple[int, str], tuple[object, pd.DatetimeIndex]] = {}
+
+    def timestamps(ts, what: str) -> pd.DatetimeIndex:
+        key = (id(ts), what)
+        if key not in parsed:  # the object is kept with it, so its id stays its own
+            parsed[key] = (ts, as_timestamps(ts, what))
+        return parsed[key][1]
+
+    series = []
+    for df, x_ts, y_ts, name in zip(df_list, x_timestamp_list, y_timestamp_list, names):
+        x = ohlcv_matrix(df, name)
+        warn_inconsistent(ohlc_inconsistent(x), df.index, name, stacklevel=4)
+        if len(x) < 2:
+            raise InputError(f"{name} has a single row; a context needs at least 2 bars")
+        xt, yt = timestamps(x_ts, "x_timestamp"), timestamps(y_ts, "y_timestamp")
+        if len(xt) != len(x):
+            raise InputError(f"x_timestamp has {len(xt)} entries but {name} has {len(x)} rows")
+        if len(yt) != pred_len:
+            raise InputError(f"pred_len is {pred_len} but y_timestamp has {len(yt)} entries")
+        if yt[0] <= xt[-1]:
+            raise InputError(
+                f"y_timestamp starts at {yt[0]}, not after the last context bar {xt[-1]}"
+            )
+        series.append((x, xt, yt))
+    stamps = _stamps_of([s[1] for s in series] + [s[2] for s in series])
+    n = len(series)
+    return [Prepared(x, stamps[i], stamps[n + i], yt) for i, (x, _, yt) in enumerate(series)]
+
+
+def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, name: str = "df") -> Prepared:
+    """One series: ``prepare_batch`` of a single frame."""
+    return prepare_batch([df], [x_timestamp], [y_timestamp], pred_len, [name])[0]
 
 
 class KronosPredictor:
     """Forecasts OHLCV paths from a context of bars.
 
     ``seed`` (on the calls) makes sampling reproducible; ``predict_paths`` returns every
-    sampled path rather than their mean.
+    sampled path rather than their mean. ``reference=True`` runs the published algorithm
+    instead of the engine (full recompute per token, every path's window decoded whole):
+    the same results, many times slower, kept to check and time the engine.
     """
 
     def __init__(
-        self, model, tokenizer, device: str | None = None, max_context: int = 512, clip: float = 5
+        self,
+        model,
+        tokenizer,
+        device: str | None = None,
+        max_context: int = 512,
+        clip: float = 5,
+        reference: bool = False,
     ):
         check_compatible(model, tokenizer)
         self.device = check_device(device or auto_device())
@@ -70,6 +113,7 @@ class KronosPredictor:
         self.tokenizer = tokenizer.to(self.device).eval()
         checked = ForecastSettings(max_context=max_context, clip=clip)
         self.max_context, self.clip = checked.max_context, checked.clip
+        self.reference = bool(reference)
 
     # -- paths ---------------------------------------------------------------------------
     def predict_paths(
@@ -101,10 +145,7 @@ class KronosPredictor:
             )
         if len(df_list) == 0:
             raise InputError("df_list is empty")
-        prepared = [
-            prepare_series(df, xt, yt, pred_len, name=f"df_list[{i}]" if len(df_list) > 1 else "df")
-            for i, (df, xt, yt) in enumerate(zip(df_list, x_timestamp_list, y_timestamp_list))
-        ]
+        prepared = prepare_batch(df_list, x_timestamp_list, y_timestamp_list, pred_len)
         # The one validation of generation settings (the Forecaster's), pred_len as horizon.
         s = ForecastSettings(
             horizon=pred_len,
@@ -141,6 +182,7 @@ class KronosPredictor:
                 s.top_p,
                 s.clip,
                 None if uniforms is None else uniforms[members],
+                reference=self.reference,
                 progress=verbose,
             )
             for j, i in enumerate(members):
