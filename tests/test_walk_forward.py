@@ -358,3 +358,26 @@ def test_config_errors_name_the_field():
         load_config({**base, "kronos": {"lookbak": 3}})
     cfg = load_config({**base, "kronos": k, "lightgbm": {"params": {"num_leaves": 7}}})
     assert cfg["lightgbm"]["params"] == {"num_leaves": 7} and cfg["windows"]["horizon"] == 5
+
+
+def test_the_fine_tune_cut_guard_is_a_real_check(tmp_path):
+    """The guard that a fine-tune sees nothing after its valid segment is an error, not an
+    assert (which python -O would remove)."""
+    from kronos_alpha.strategies.walk_forward import LookAheadError
+    from kronos_alpha.strategies.walk_forward.kronos import finetune_window
+
+    from kronos_alpha.model.zoo import DEFAULT_DIR
+
+    days = pd.bdate_range("2021-01-04", periods=30)
+
+    class Leaky:  # a data source whose cut returns a bar after the cut date
+        members = pd.DataFrame(True, index=days, columns=["A"])
+
+        def cut(self, end, start=None, names=None):
+            idx = pd.MultiIndex.from_product([days, ["A"]], names=["datetime", "instrument"])
+            return pd.DataFrame(1.0, index=idx, columns=["open", "high", "low", "close", "volume"])
+
+    cfg = {"kronos": {"model": str(DEFAULT_DIR), "tokenizer": None}, "finetune": {}}
+    win = {"index": 0, "train": (days[0], days[10]), "valid": (days[12], days[20])}
+    with pytest.raises(LookAheadError, match="reaches"):
+        finetune_window(cfg, Leaky(), win, tmp_path)

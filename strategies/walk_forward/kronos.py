@@ -9,7 +9,7 @@ import pandas as pd
 
 from kronos_alpha.inference.settings import ForecastSettings
 
-from .config import model_paths
+from .config import LookAheadError, model_paths
 from .data import Data
 
 
@@ -66,7 +66,11 @@ def finetune_window(cfg: dict, data: Data, win: dict, out: Path) -> dict:
     span = data.members.loc[a:b]
     names = span.columns[span.any()]
     cut = data.cut(b, None, names)[["open", "high", "low", "close", "volume"]]
-    assert cut.index.get_level_values("datetime").max() <= b  # the fit sees nothing later
+    last = cut.index.get_level_values("datetime").max()
+    if last > pd.Timestamp(b):  # a real check, not an assert that python -O removes
+        raise LookAheadError(
+            f"window {win['index']}: the fine-tune panel reaches {last}, after {b}"
+        )
     series = {
         str(n): g.droplevel("instrument") for n, g in cut.groupby(level="instrument", sort=True)
     }
