@@ -190,7 +190,9 @@ def test_enhanced_indexing_holds_a_risk_controlled_book(run):
     assert len(styles) == 5 and list(out.f_dev[:5]) == [BOUND] * 5
     target = out.exposures.xs("target", level="kind")[styles]
     held = out.exposures.xs("held", level="kind")[styles]
-    assert (target.abs() <= BOUND + 1e-5).all().all()  # the optimiser's book: within bounds
+    # the optimiser's book: within bounds, up to ECOS's tolerance and Qlib dropping (then
+    # renormalising away) weights under its epsilon, 5e-5
+    assert (target.abs() <= BOUND + 1e-4).all().all(), (target.abs() - BOUND).max()
     # the book held at the close drifts (limit moves leave buys unfilled), but stays near them
     assert (held.abs().mean() <= 1.5 * BOUND).all(), held.abs().mean()
     assert (out.exposures.xs("held", level="kind")["outside"] == 0).all()

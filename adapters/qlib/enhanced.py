@@ -36,7 +36,7 @@ from .riskmodel import write_riskmodel_files
 from .strategies import CheckedEnhancedIndexingStrategy, book_exposures
 from .weights import membership, read_spans, weight_field
 
-OPTIMIZER = {"lamb": 1.0, "delta": 0.4, "b_dev": 0.02, "scale_return": True}
+OPTIMIZER = {"lamb": 1.0, "delta": 0.2, "b_dev": 0.01, "scale_return": True}  # Qlib's defaults
 STYLE_BOUND = 0.1  # |active exposure| per style factor, in cross-sectional z units
 EXCHANGE = {
     "freq": "day",
