@@ -117,6 +117,7 @@ def test_cap_weights_refusals_and_confinement(tmp_path):
         write_weights(root, "../x")
     with pytest.raises(WeightsError, match="csi500.txt is missing"):
         write_weights(root, "csi500")
+    assert main(["qlib-data", "weights", str(root), "--market", "csi300"]) == 1  # refused
     assert (root / "features" / names[0].lower() / "csi300_weight.day.bin").read_bytes() == before
     argv = ["qlib-data", "weights", str(root), "--market", "csi300", "--cap-field", "volume"]
     assert main(argv + ["--overwrite"]) == 0

@@ -15,8 +15,12 @@ data is read-only, so run it on a copy (``subset.copy_provider``). Point in time
   Qlib trades it on the next day (``SignalWCache`` shifts by one step).
 
 The book: ``CheckedEnhancedIndexingStrategy`` (ECOS, no silent cash), dealt at the close with
-costs (5 bp to buy, 15 bp to sell, min 5), 9.5% limit moves, from ``account`` of cash.
-``book_exposures`` gives the active exposures of the optimiser's book and of the book held.
+costs (5 bp to buy, 15 bp to sell, min 5), 9.5% limit moves, from ``account`` of cash; the
+exchange also loads the day before ``start``, whose closes size day one's orders. Optimiser:
+Qlib's defaults (``OPTIMIZER``) and |active exposure| <= ``style_bound`` per style factor; the
+intercept's bound is 1 (free), since its active exposure is only the benchmark weight the
+day's universe misses. ``book_exposures`` gives the active exposures of the optimiser's book
+and of the book held.
 """
 
 from __future__ import annotations
