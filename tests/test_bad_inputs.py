@@ -537,3 +537,16 @@ def test_a_planted_pickle_in_a_cache_entry_or_a_training_state_is_never_executed
             run_finetune(cfg, make_panel())
         (state / name).unlink()
     assert not marker.exists()
+
+
+def test_a_24_7_market_ending_on_a_saturday_and_a_mixed_frequency_panel(fc):
+    days = pd.date_range(end="2024-02-10", periods=60, freq="D")  # crypto: every day, ends Sat
+    df = bars(60).set_axis(days, axis=0)
+    fc.set_params(return_paths=True).forecast({"BTCUSD": df}, dates=days[-1:])
+    future, _ = fc.paths_[(days[-1], "BTCUSD")]
+    assert list(future.strftime("%a")) == ["Sun", "Mon", "Tue"]
+    assert fc.report["calendar"].startswith("24/7")
+    intraday = bars(60).set_axis(pd.date_range("2024-02-09 09:35", periods=60, freq="5min"), axis=0)
+    daily = bars(60).set_axis(pd.bdate_range("2023-11-01", periods=60), axis=0)
+    with pytest.raises(InputError, match="mixes intraday bars .* and daily or longer bars"):
+        fc.forecast({"I": intraday, "D": daily})

@@ -118,6 +118,17 @@ def bar_steps(times: pd.DatetimeIndex, decisions: pd.DatetimeIndex):
     return intra > 0, np.where(intra > 0, intra, every)
 
 
+def _is_weekend(times: pd.DatetimeIndex) -> np.ndarray:
+    return np.asarray(times.dayofweek >= 5)
+
+
+def _weekend_seen(times: pd.DatetimeIndex, decisions: pd.DatetimeIndex) -> np.ndarray:
+    """For each decision time t: whether any bar at or before t fell on a weekend."""
+    count = np.cumsum(_is_weekend(times))
+    pos = times.searchsorted(decisions, side="right") - 1
+    return np.where(pos >= 0, count[np.maximum(pos, 0)] > 0, False)
+
+
 def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[dict, str, dict]:
     """({t: the ``horizon`` bar times after t}, the calendar used, {kind: warning}): a caller
     warns once per kind (the counts in a message change from call to call)."""
@@ -128,6 +139,16 @@ def future_times(setting, times, decisions, horizon: int, instruments) -> tuple[
     notes, used = {}, setting
     if setting is None:
         found = exchange.infer_exchange(instruments)
+        weekend = _weekend_seen(times, decisions)
+        if found is None and weekend.any():  # bars on weekends up to t: a 24/7 market
+            out, _, notes = future_times("24/7", times, decisions[weekend], horizon, instruments)
+            if (~weekend).any():
+                rest, _, more = future_times(
+                    None, times[~_is_weekend(times)], decisions[~weekend], horizon, instruments
+                )
+                out.update(rest)
+                notes.update(more)
+            return out, "24/7 (auto: weekend bars up to t)", notes
         if found is None:
             setting, used = "business", "business (auto: no exchange inferred)"
             names = sorted(map(str, instruments))[:3]

@@ -237,3 +237,59 @@ def forecast_windows(series: dict[str, Series], dates, min_history: int):
                 windows.append(Window(t, s.name, s, int(usable_pos[r])))
     windows.sort(key=lambda w: (w.time, w.instrument))
     return windows, requested, skipped
+
+
+def check_one_frequency(series: dict) -> None:
+    """One forecast call takes one kind of bar: a panel mixing intraday and daily (or longer)
+    instruments would get one calendar's future bar times for both, so it is refused."""
+    kinds: dict[bool, str] = {}
+    for name, s in series.items():
+        if len(s.raw_index) > 1:
+            step = pd.Series(s.raw_index).diff().median()  # a Timedelta, whatever the unit
+            kinds.setdefault(bool(step < pd.Timedelta(days=1)), name)
+    if len(kinds) > 1:
+        raise InputError(
+            f"the panel mixes intraday bars (instrument {kinds[True]!r}) and daily or longer bars "
+            f"(instrument {kinds[False]!r}); forecast each frequency in its own call"
+        )
+
+
+def summarise(windows: list[Window], paths, s) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the forecast table, the sampled horizon returns) from every window's sampled paths
+    (samples, horizon, 6) under settings ``s``: both computed here, once."""
+    cols = ["pred_return", "ret_mean", "ret_median", *s.quantile_columns]
+    cols += ["ret_std", "prob_up", "pred_vol"]
+    if s.return_paths:
+        cols += [f"close_h{h + 1}" for h in range(s.horizon)]
+    index = pd.MultiIndex.from_arrays(
+        [
+            pd.DatetimeIndex([w.time for w in windows]),
+            pd.Index([w.instrument for w in windows], dtype=object),
+        ],
+        names=["datetime", "instrument"],
+    )
+    if not windows:
+        empty = pd.DataFrame(index=index, columns=range(s.sample_count), dtype=float)
+        return pd.DataFrame(columns=cols, index=index, dtype=float), empty
+    close = np.stack([p[..., 3] for p in paths]).astype(np.float64)  # (N, S, P)
+    c0 = np.array([w.close for w in windows])[:, None]
+    ret = close[:, :, -1] / c0 - 1  # (N, S)
+    prev = np.concatenate(
+        [np.broadcast_to(c0[:, :, None], close[:, :, :1].shape), close[:, :, :-1]], axis=2
+    )
+    bar_ret = close / prev - 1
+    data = {
+        "pred_return": ret.mean(1),
+        "ret_mean": ret.mean(1),
+        "ret_median": np.median(ret, 1),
+    }
+    for name, v in zip(s.quantile_columns, np.quantile(ret, s.quantiles, axis=1)):
+        data[name] = v
+    data["ret_std"] = ret.std(1)
+    data["prob_up"] = (ret > 0).mean(1)
+    data["pred_vol"] = bar_ret.reshape(len(windows), -1).std(1)
+    if s.return_paths:
+        for h, v in enumerate(close.mean(1).T):
+            data[f"close_h{h + 1}"] = v
+    table = pd.DataFrame(data, index=index, columns=cols)
+    return table, pd.DataFrame(ret, index=index)

@@ -42,7 +42,16 @@ from ..model import zoo
 from . import distributed
 from .cache import ForecastCache, settings_digest, weights_digest, window_key
 from .calendar import future_times, warn_once
-from .data import Series, Window, check_dates, forecast_windows, sample_bars, time_features
+from .data import (
+    Series,
+    Window,
+    check_dates,
+    check_one_frequency,
+    forecast_windows,
+    sample_bars,
+    summarise,
+    time_features,
+)
 from .device import auto_device, batch_windows, check_device, check_fits, torch_dtype, window_bytes
 from .generation import uniforms_for_seeds, window_seed
 from .panel import FEATURE_COLS, split_panel
@@ -239,6 +248,7 @@ class Forecaster:
         series = {
             name: Series(name, df, s.fill_suspended) for name, df in split_panel(panel).items()
         }
+        check_one_frequency(series)
         tz = next(iter(series.values())).raw_index.tz
         all_times = pd.concat([x.raw_index.to_series() for x in series.values()]).unique()
         times = pd.DatetimeIndex(all_times).unique().sort_values()
@@ -250,7 +260,7 @@ class Forecaster:
         )
         warn_once(notes, vars(self).setdefault("_calendar_notes", set()))  # per forecaster
         paths, from_cache, corrupt = self._run(windows, lookback, futures)
-        table, returns = self._summarise(windows, paths)
+        table, returns = summarise(windows, paths, s)
         self.sample_returns_ = returns
         if s.return_paths:
             self.paths_ = {
@@ -374,43 +384,3 @@ class Forecaster:
             store(members, list(y))
             bar.update(len(members))
         bar.close()
-
-    def _summarise(self, windows: list[Window], paths) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(the forecast table, the sampled horizon returns): both computed here, once."""
-        s = self.settings
-        cols = ["pred_return", "ret_mean", "ret_median", *s.quantile_columns]
-        cols += ["ret_std", "prob_up", "pred_vol"]
-        if s.return_paths:
-            cols += [f"close_h{h + 1}" for h in range(s.horizon)]
-        index = pd.MultiIndex.from_arrays(
-            [
-                pd.DatetimeIndex([w.time for w in windows]),
-                pd.Index([w.instrument for w in windows], dtype=object),
-            ],
-            names=["datetime", "instrument"],
-        )
-        if not windows:
-            empty = pd.DataFrame(index=index, columns=range(s.sample_count), dtype=float)
-            return pd.DataFrame(columns=cols, index=index, dtype=float), empty
-        close = np.stack([p[..., 3] for p in paths]).astype(np.float64)  # (N, S, P)
-        c0 = np.array([w.close for w in windows])[:, None]
-        ret = close[:, :, -1] / c0 - 1  # (N, S)
-        prev = np.concatenate(
-            [np.broadcast_to(c0[:, :, None], close[:, :, :1].shape), close[:, :, :-1]], axis=2
-        )
-        bar_ret = close / prev - 1
-        data = {
-            "pred_return": ret.mean(1),
-            "ret_mean": ret.mean(1),
-            "ret_median": np.median(ret, 1),
-        }
-        for name, v in zip(s.quantile_columns, np.quantile(ret, s.quantiles, axis=1)):
-            data[name] = v
-        data["ret_std"] = ret.std(1)
-        data["prob_up"] = (ret > 0).mean(1)
-        data["pred_vol"] = bar_ret.reshape(len(windows), -1).std(1)
-        if s.return_paths:
-            for h, v in enumerate(close.mean(1).T):
-                data[f"close_h{h + 1}"] = v
-        table = pd.DataFrame(data, index=index, columns=cols)
-        return table, pd.DataFrame(ret, index=index)

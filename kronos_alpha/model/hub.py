@@ -122,7 +122,8 @@ class HubMixin(PyTorchModelHubMixin):
                 if not os.path.isfile(os.path.join(path, name)):
                     raise CheckpointError(f"checkpoint folder {path!r} has no {name}")
             try:
-                config = json.loads(open(os.path.join(path, CONFIG_NAME), encoding="utf-8").read())
+                with open(os.path.join(path, CONFIG_NAME), encoding="utf-8") as f:
+                    config = json.loads(f.read())
             except (ValueError, UnicodeDecodeError) as exc:
                 raise CheckpointError(f"{path}: config.json is not valid JSON ({exc})") from exc
             check_config(cls, config, path)
