@@ -116,3 +116,46 @@ def test_an_unavailable_device_is_a_one_line_error(capsys):
         err
         == "kronos-alpha forecast: error: device 'cuda' is not available: this torch build has no CUDA; use device='cpu'"
     )
+
+
+def test_a_forecast_with_nothing_to_forecast_fails_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "f.csv"
+    argv = ["forecast", "--sample", "AAPL", "--date", "2000-03-10", "--out", str(out)]
+    assert main([*argv, "--chart", "", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "no forecast: every requested window was skipped" in err and "'short_history': 1" in err
+    assert not out.exists()
+
+
+def test_threads_are_chosen_reported_and_overridable(tmp_path, capsys, monkeypatch):
+    import json
+    import os
+
+    from kronos_alpha.cli.forecast import choose_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.8, 1.0, 1.0))
+    assert choose_threads(None) == (1, "auto: 2 core(s), load average 1.80")  # a busy box: one
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert choose_threads(None)[0] == 2
+    assert choose_threads(3) == (3, "--threads")
+    out = tmp_path / "f.csv"
+    assert (
+        main(
+            [
+                "forecast",
+                "--sample",
+                "AAPL",
+                "--out",
+                str(out),
+                "--chart",
+                "",
+                "-q",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert report["threads"] == 1 and report["threads_chosen"] == "--threads"
