@@ -282,3 +282,52 @@ def test_backtrader_errors_are_ours_or_every_line_value_is_finite_or_warm_up(tin
     event("forecast")
     values = np.asarray(strat.k.lines.pred_return.array, dtype=np.float64)
     assert len(values) == len(df) and not np.isinf(values).any()
+
+
+@PROFILE
+@given(
+    panel=st.dictionaries(
+        st.sampled_from(["SH600000", "SZ000001", "X"]), frames(), min_size=1, max_size=2
+    ),
+    kw=run_settings(),
+)
+def test_qlib_model_errors_are_ours_or_every_score_is_finite_and_accounted_for(tiny, panel, kw):
+    pytest.importorskip("qlib")
+    from kronos_alpha.adapters.qlib import KronosModel
+    from qlib.data.dataset import DatasetH
+    from qlib.data.dataset.handler import DataHandlerLP
+    from qlib.data.dataset.loader import StaticDataLoader
+
+    parts = []
+    for name, df in panel.items():
+        if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is not None or len(df) < 2:
+            return  # a Qlib handler holds a naive (datetime, instrument) index
+        if df.index.hasnans or df.index.has_duplicates or not df.index.is_monotonic_increasing:
+            return
+        body = df.copy()
+        body.columns = pd.MultiIndex.from_tuples([("feature", str(c)) for c in body.columns])
+        body[("label", "LABEL0")] = 0.0
+        body.index = pd.MultiIndex.from_arrays(
+            [df.index, [name] * len(df)], names=["datetime", "instrument"]
+        )
+        parts.append(body)
+    data = pd.concat(parts).sort_index()
+    days = data.index.get_level_values("datetime").unique().sort_values()
+    model, tok = tiny
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            handler = DataHandlerLP(
+                data_loader=StaticDataLoader(data), learn_processors=[], infer_processors=[]
+            )
+            dataset = DatasetH(handler, segments={"test": (days[len(days) // 2], days[-1])})
+            m = KronosModel(model=model, tokenizer=tok, **kw)
+            score = m.predict(dataset, "test")
+    except OURS as exc:
+        event(f"refused: {type(exc).__name__}")
+        return
+    event("scored")
+    r = m.last_report
+    assert np.isfinite(score.to_numpy()).all()
+    assert r["computed"] + r["from_cache"] + r["skipped_total"] == r["requested"]
+    assert len(score) <= r["computed"] + r["from_cache"]
