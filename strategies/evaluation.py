@@ -187,11 +187,17 @@ def realised_exposures(weights: pd.DataFrame, exposures: pd.DataFrame) -> pd.Dat
     return out
 
 
+COUNT_COLUMNS = ("dates", "pairs", "windows", "names", "trades")  # printed as whole numbers
+
+
 def markdown_table(df: pd.DataFrame, fmt: str = "{:.4f}") -> str:
     head = "| | " + " | ".join(map(str, df.columns)) + " |"
     sep = "|---" * (df.shape[1] + 1) + "|"
+    fmts = [("{:.0f}" if c in COUNT_COLUMNS else fmt) for c in df.columns]
     body = [
-        f"| {i} | " + " | ".join("" if pd.isna(v) else fmt.format(v) for v in row) + " |"
+        f"| {i} | "
+        + " | ".join("" if pd.isna(v) else f.format(v) for f, v in zip(fmts, row))
+        + " |"
         for i, row in zip(df.index, df.to_numpy())
     ]
     return "\n".join([head, sep, *body])

@@ -267,3 +267,11 @@ def test_evaluate_signal_ic(market, exposures):
     assert ev.quantile_returns["long_short"].mean() > 0
     assert ev.summary.loc["IC", "gross"] > 0.99
     assert "mean_abs_exposure_beta" in ev.summary.index
+
+
+def test_markdown_tables_print_counts_as_whole_numbers():
+    from kronos_alpha.strategies.evaluation import markdown_table
+
+    table = pd.DataFrame({"IC": [0.01234, np.nan], "dates": [7.0, 12.0]}, index=["a", "b"])
+    text = markdown_table(table)
+    assert "| a | 0.0123 | 7 |" in text and "| b |  | 12 |" in text and "7.0000" not in text

@@ -40,6 +40,7 @@ from ..forecast_metrics import (
     sample_interval,
 )
 from ..topk import topk_weights
+from .config import MODELS
 
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
@@ -167,34 +168,41 @@ def charts(curves, ics, calib, folder: Path) -> list[str]:
 
     names = []
     save = figure_saver(folder, names)
+    palette = plt.get_cmap("tab10").colors
+    order = [*MODELS, "hist_vol_gaussian"]
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(order)} | {"benchmark": "black"}
+
+    def legend(ax):  # outside the axes: it never covers a line
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for name, r in curves.items():
         empyrical.cum_returns(r.fillna(0.0)).plot(
             ax=ax, lw=1.6 if name.startswith("kronos") else 1.0, label=name,
-            ls="--" if name == "benchmark" else "-",
+            ls="--" if name == "benchmark" else "-", color=colour.get(name),
         )  # fmt: skip
     ax.set_title("Cumulative return of the top-K books, net of costs")
-    ax.legend(fontsize=8)
+    legend(ax)
     save(fig, "cumulative_returns.png")
 
     fig, ax = plt.subplots(figsize=(10, 4))
     roll = ics.rolling(12, min_periods=4).mean()
-    roll.plot(ax=ax, lw=1.0)
+    for name in roll.columns:
+        roll[name].plot(ax=ax, lw=1.0, color=colour.get(name), label=name)
     ax.axhline(0, color="k", lw=0.6)
     ax.set_title("RankIC through time (rolling mean of 12 decision dates)")
-    ax.legend(fontsize=8)
+    legend(ax)
     save(fig, "ic_through_time.png")
 
     if not calib.empty:
         fig, ax = plt.subplots(figsize=(5, 5))
         ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="nominal")
         for name in calib.columns:
-            ax.plot(calib.index, calib[name], "o-", label=name)
+            ax.plot(calib.index, calib[name], "o-", label=name, color=colour.get(name))
         ax.set_xlabel("nominal central-interval level")
         ax.set_ylabel("empirical coverage")
         ax.set_title("Calibration of the h-bar return intervals")
-        ax.legend(fontsize=8)
+        legend(ax)
         save(fig, "calibration.png")
     return names
 
