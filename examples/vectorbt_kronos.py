@@ -104,7 +104,8 @@ def main(argv=None) -> dict:
         {
             "total_return_pct": pf.total_return() * 100,
             "sharpe": pf.sharpe_ratio(),
-            "max_drawdown_pct": pf.max_drawdown() * 100,
+            # positive, as vectorbt's own stats() "Max Drawdown [%]" below reports it
+            "max_drawdown_pct": -pf.max_drawdown() * 100,
             "trades": pf.trades.count(),
         }
     ).round(3)
