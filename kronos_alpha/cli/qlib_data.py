@@ -106,10 +106,15 @@ def run_build(args) -> int:
         )
     except BuildError as exc:
         report = exc.report
+    what = "dry run found" if args.dry_run else "build refused, nothing written:"
+    return print_report(report, f"kronos-alpha qlib-data: error: {what}")
+
+
+def print_report(report, refusal: str) -> int:
+    """The report as JSON on stdout; every problem on stderr after ``refusal``, exit 1."""
     print(json.dumps(report.as_dict(), indent=2, default=str))
     if report.errors:
-        what = "dry run found" if args.dry_run else "build refused, nothing written:"
-        lines = [f"kronos-alpha qlib-data: error: {what} {len(report.errors)} problem(s)"]
+        lines = [f"{refusal} {len(report.errors)} problem(s)"]
         print("\n".join(lines + [f"  {e}" for e in report.errors]), file=sys.stderr)
         return 1
     return 0
@@ -139,11 +144,4 @@ def run_weights(args) -> int:
         )
     except WeightsError as exc:
         report = exc.report
-    print(json.dumps(report.as_dict(), indent=2, default=str))
-    if report.errors:
-        lines = [
-            f"kronos-alpha qlib-data weights: error: nothing written: {len(report.errors)} problem(s)"
-        ]
-        print("\n".join(lines + [f"  {e}" for e in report.errors]), file=sys.stderr)
-        return 1
-    return 0
+    return print_report(report, "kronos-alpha qlib-data weights: error: nothing written:")
