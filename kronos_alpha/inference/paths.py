@@ -27,11 +27,12 @@ from ..model.layers import apply_rotary
 from . import generation
 
 
-def _attention_inputs(block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotated queries and keys, and values, of one decoder block over rows x."""
+def _attention_inputs(block, x, cos, sin, queries: bool = True):
+    """Rotated queries (None without ``queries``) and keys, and values, of one decoder
+    block over rows x."""
     attn = block.self_attn
     h = block.norm1(x)
-    q = apply_rotary(attn._heads(attn.q_proj(h)), cos, sin)
+    q = apply_rotary(attn._heads(attn.q_proj(h)), cos, sin) if queries else None
     k = apply_rotary(attn._heads(attn.k_proj(h)), cos, sin)
     return q, k, attn._heads(attn.v_proj(h))
 
@@ -58,14 +59,17 @@ def decode_paths(tokenizer, s1: torch.Tensor, s2: torch.Tensor, prefix: int, pat
     pad = (0, 0, 0, w - prefix)  # the prefix's keys, zero where the suffix's will be
     layers = list(tokenizer.decoder)
     for i, block in enumerate(layers):
+        last = i + 1 == len(layers)  # the prefix only lends its keys and values
         cos, sin = block.self_attn.rotary.tables(w, zs.dtype)
-        qp, kp, vp = _attention_inputs(block, zp, cos[:prefix], sin[:prefix])
+        qp, kp, vp = _attention_inputs(block, zp, cos[:prefix], sin[:prefix], not last)
         qs, ks, vs = _attention_inputs(block, zs, cos[prefix:], sin[prefix:])
         # Every path's keys and values: its series' prefix, then its own rows.
-        k = torch.cat([kp.repeat_interleave(paths, 0), ks], dim=2)
-        v = torch.cat([vp.repeat_interleave(paths, 0), vs], dim=2)
-        out = F.scaled_dot_product_attention(qs, k, v, attn_mask=suffix_mask)
-        if i + 1 < len(layers):  # the prefix rows feed the next layer's keys and values
+        kv = ks.new_empty(2, ks.shape[0], ks.shape[1], w, ks.shape[3])
+        shared = kv[:, :, :, :prefix].unflatten(1, (-1, paths))  # (2, B, paths, ...)
+        shared[0], shared[1] = kp.unsqueeze(1), vp.unsqueeze(1)
+        kv[0, :, :, prefix:], kv[1, :, :, prefix:] = ks, vs
+        out = F.scaled_dot_product_attention(qs, kv[0], kv[1], attn_mask=suffix_mask)
+        if not last:  # the prefix rows feed the next layer's keys and values
             out_p = F.scaled_dot_product_attention(
                 qp, F.pad(kp, pad), F.pad(vp, pad), is_causal=True
             )
