@@ -1,11 +1,14 @@
 """Forecaster throughput on the CPU: windows/s with a cold and a warm forecast cache, peak RSS.
 
 Default size (issue 3): 300 instruments x 20 decision dates, lookback 90, horizon 10,
-sample_count 5, on Kronos-small dimensions with random weights (throughput does not depend
-on the weights' values) and Kronos-Tokenizer-base dimensions. Prints one JSON object.
+sample_count 5, with random weights (throughput does not depend on the weights' values)
+on Kronos-small and Kronos-base dimensions, each in its own process (so each peak RSS is
+its own), and Kronos-Tokenizer-base dimensions. Prints one JSON object (``runs``: one
+entry per model). Threads: 1 by default - on a shared 2-core box a second OpenMP thread
+stalls every operation whenever another process holds a core; ``--threads`` to choose.
 
-    python benchmarks/forecaster.py                 # the full size (minutes on a laptop CPU)
-    python benchmarks/forecaster.py --instruments 30 --dates 2   # a quick look
+    python benchmarks/forecaster.py                 # the full size, both models (long)
+    python benchmarks/forecaster.py --instruments 30 --dates 2 --models small   # a quick look
 
 Measured 2026-11-26 (Kronos-small dims, random weights, float32):
 - this project's 2-core CPU, quiet, 2 threads, full 300 x 20: 19.2 windows/s cold (312 s),
@@ -25,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +39,9 @@ import torch
 
 from kronos_alpha import Forecaster, Kronos, KronosTokenizer
 from kronos_alpha.inference.device import batch_windows, torch_dtype
-from kronos_alpha.model.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
+from kronos_alpha.model.configs import KRONOS_BASE, KRONOS_SMALL, TOKENIZER_BASE, without_dropout
+
+MODELS = {"small": KRONOS_SMALL, "base": KRONOS_BASE}
 
 
 def random_panel(n_instruments: int, n_bars: int, seed: int = 0) -> pd.DataFrame:
@@ -63,14 +69,28 @@ def main(argv=None) -> int:
     p.add_argument("--horizon", type=int, default=10)
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (see above)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default=None)
+    p.add_argument(
+        "--models", default="small,base", help="comma-separated: small, base (Kronos dims)"
+    )
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    names = args.models.split(",")
+    if any(n not in MODELS for n in names):
+        p.error(f"--models: choose from {', '.join(MODELS)}")
+    if len(names) > 1:  # one process per model: its own peak RSS
+        argv = sys.argv[1:] if argv is None else list(argv)
+        runs = []
+        for name in names:
+            cmd = [sys.executable, __file__, *argv, "--models", name]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps({"benchmark": "forecaster", "runs": runs}, indent=2))
+        return 0
     torch.manual_seed(0)
-    model = Kronos(**without_dropout(KRONOS_SMALL)).eval()
+    model = Kronos(**without_dropout(MODELS[names[0]])).eval()
     tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
     panel = random_panel(args.instruments, args.lookback + args.dates)
     dates = panel.index.get_level_values(0).unique()[-args.dates :]
@@ -108,7 +128,8 @@ def main(argv=None) -> int:
                 "lookback": args.lookback,
                 "horizon": args.horizon,
                 "sample_count": args.samples,
-                "model": "Kronos-small dims, random weights",
+                "model": f"Kronos-{names[0]} dims, random weights",
+                "parameters": sum(p.numel() for p in model.parameters()),
                 "device": fc.device_,
                 "dtype": cold_report["dtype"],
                 "torch_threads": torch.get_num_threads(),

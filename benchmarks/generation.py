@@ -1,11 +1,24 @@
-"""Cached generation engine vs the plain full-recompute loop (the published algorithm).
+"""Cached generation engine vs the plain full-recompute loop (the published algorithm), on
+its own and through the public API, against the machine's measured limit.
 
-Kronos-small dimensions, random weights, float32, CPU. Prints one JSON object:
-{"cases": [{"name", "engine_s", "reference_s", "speedup", "max_rel_diff", "tokens_per_s",
-"reference_tokens_per_s", "identical_tokens", "peak_rss_mb"}, ...], ...}
+Kronos-small dimensions, random weights, float32, greedy (top_k=1), CPU. Each case runs in
+its own process; engine and reference runs alternate and the best of each is kept. Prints
+one JSON object; per case:
 
-    python benchmarks/generation.py            # all three cases
-    python benchmarks/generation.py --cases c  # one case
+- engine_s / reference_s: ``generate`` vs ``generate_reference`` on the same tokens;
+  identical_tokens compares them.
+- api_s / api_reference_s: the same case through ``KronosPredictor.predict`` (one series)
+  or ``predict_batch`` (case c) from raw bars, engine vs ``KronosPredictor(reference=True)``
+  (full recompute, every path's window decoded); api_identical_tokens compares the tokens
+  both generated, api_max_rel_diff their forecasts.
+- limit_s: the floor of the engine's work through the API on this machine: every phase's
+  FLOPs at the measured sgemm rate or its bytes (weights, and the keys/values a one-token
+  step reads) at the measured memory bandwidth, whichever is slower (``floor.py``);
+  achieved = limit_s / api_s; limit_speedup = api_reference_s / limit_s, the most any
+  implementation of the engine's work could reach against this reference here.
+
+    python benchmarks/generation.py                 # all three cases, 1 torch thread
+    python benchmarks/generation.py --cases c --threads 2
 """
 
 from __future__ import annotations
@@ -22,14 +35,16 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from floor import limit_seconds, machine_rates  # benchmarks/floor.py, beside this script
 
-from kronos_alpha import Kronos, KronosTokenizer
+from kronos_alpha import Kronos, KronosPredictor, KronosTokenizer
+from kronos_alpha.inference import generation
 from kronos_alpha.inference.data import time_features
-from kronos_alpha.inference.generation import generate, generate_reference
 from kronos_alpha.model.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
 
 # name: (series, context, pred_len, sample_count)
 CASES = {"a": (1, 400, 120, 1), "b": (1, 256, 120, 1), "c": (32, 90, 10, 5)}
+TARGETS = {"a": 10, "b": 16, "c": 40}  # API vs reference through the API (issue 17)
 MAX_CONTEXT = 512
 
 
@@ -37,27 +52,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def inputs(tokenizer, n, context, pred_len, seed=0):
+def token_inputs(tokenizer, n, context, pred_len, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, context, 6, generator=g).clamp(-5, 5)
     # Five-minute bars, through the package's one calendar-feature function.
     times = pd.date_range("2024-01-01 09:30", periods=context + pred_len, freq="5min")
-    stamp = torch.from_numpy(time_features(times))
-    stamp = stamp.expand(n, -1, -1)
-    s1, s2 = tokenizer.encode(x, half=True)
+    stamp = torch.from_numpy(time_features(times)).expand(n, -1, -1)
+    with torch.no_grad():
+        s1, s2 = tokenizer.encode(x, half=True)
     return s1, s2, stamp[:, :context].contiguous(), stamp[:, context:].contiguous()
 
 
-def timed(fn, repeats):
-    best = float("inf")
-    out = None
-    for _ in range(repeats):
-        sync()
-        t = time.perf_counter()
-        out = fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+def bar_inputs(n, context, pred_len, seed=0):
+    """Random-walk OHLCV bars (one frame per series) and their 5-minute timestamps."""
+    rng = np.random.default_rng(seed)
+    times = pd.date_range("2024-01-01 09:30", periods=context + pred_len, freq="5min")
+    frames = []
+    for _ in range(n):
+        c = 30 * np.exp(np.cumsum(rng.normal(0, 0.01, context)))
+        o = c * np.exp(rng.normal(0, 0.003, context))
+        frames.append(
+            pd.DataFrame(
+                {"open": o, "high": np.maximum(o, c) * 1.01, "low": np.minimum(o, c) * 0.99,
+                 "close": c, "volume": rng.uniform(1e5, 1e6, context),
+                 "amount": rng.uniform(1e6, 1e7, context)}
+            )
+        )  # fmt: skip
+    return frames, pd.Series(times[:context]), pd.Series(times[context:])
 
 
 def sync():
@@ -65,80 +86,146 @@ def sync():
         torch.cuda.synchronize()
 
 
-def run_case(name: str, repeats: int, device: str = "cpu") -> dict:
-    """One case in this process: the engine first (its peak RSS), then the reference."""
+def timed(fn):
+    sync()
+    t = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - t, out
+
+
+def recorded(store: dict, name: str, fn):
+    """fn, keeping the tokens of its last call (what the API generated) in store[name]."""
+
+    def run(*args, **kwargs):
+        store[name] = out = fn(*args, **kwargs)
+        return out
+
+    return run
+
+
+def run_case(name: str, repeats: int, reference_repeats: int, device: str) -> dict:
     torch.manual_seed(0)
     model = Kronos(**without_dropout(KRONOS_SMALL)).eval().to(device)
-    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval().to(device)
+    tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
     n, context, pred_len, samples = CASES[name]
-    s1, s2, stamp, future = (t.to(device) for t in inputs(tokenizer.cpu(), n, context, pred_len))
+    s1, s2, stamp, future = (t.to(device) for t in token_inputs(tokenizer, n, context, pred_len))
     tokenizer.to(device)
     args = (model, s1, s2, stamp, future, pred_len, MAX_CONTEXT, samples, 1.0, 1, 1.0)  # greedy
-    generate(*args)  # warm-up (allocator, thread pool)
-    engine_s, (e1, e2) = timed(lambda: generate(*args), repeats)
-    engine_rss = peak_rss_mb()
-    reference_s, (r1, r2) = timed(lambda: generate_reference(*args), 1)
-    # Decode both token streams and compare the forecasts they give.
-    w = slice(max(0, e1.shape[1] - MAX_CONTEXT), e1.shape[1])
-    with torch.no_grad():
-        ze = tokenizer.decode((e1[:, w], e2[:, w]))[:, -pred_len:]
-        zr = tokenizer.decode((r1[:, w], r2[:, w]))[:, -pred_len:]
-    rel = ((ze - zr).abs() / zr.abs().clamp_min(1e-6)).max().item()
-    tokens = n * samples * pred_len
+    frames, xt, yt = bar_inputs(n, context, pred_len)
+    greedy = dict(T=1.0, top_k=1, top_p=1.0, sample_count=samples, verbose=False)
+    engine_api = KronosPredictor(model, tokenizer, device=device, max_context=MAX_CONTEXT)
+    reference_api = KronosPredictor(
+        model, tokenizer, device=device, max_context=MAX_CONTEXT, reference=True
+    )
+
+    def through(predictor):
+        if n == 1:
+            return [predictor.predict(frames[0], xt, yt, pred_len, **greedy)]
+        return predictor.predict_batch(frames, [xt] * n, [yt] * n, pred_len, **greedy)
+
+    generate, generate_reference = generation.generate, generation.generate_reference
+    tokens: dict = {}  # the API's generated tokens, engine and reference
+    generation.generate = recorded(tokens, "engine", generation.generate)
+    generation.generate_reference = recorded(tokens, "reference", generation.generate_reference)
+    best = dict.fromkeys(["engine", "api", "reference", "api_reference"], float("inf"))
+    out = {}
+    timed(lambda: through(engine_api))  # warm-up (allocator, thread pool, stacked weights)
+    engine_rss = None
+    for r in range(max(repeats, reference_repeats)):
+        if r < repeats:
+            for key, fn in (("engine", lambda: generate(*args)),
+                            ("api", lambda: through(engine_api))):  # fmt: skip
+                t, out[key] = timed(fn)
+                best[key] = min(best[key], t)
+            if engine_rss is None:  # before any reference run or rate measurement
+                engine_rss, rates = peak_rss_mb(), machine_rates()
+            out["api_tokens"] = tokens["engine"]
+        if r < reference_repeats:
+            for key, fn in (("reference", lambda: generate_reference(*args)),
+                            ("api_reference", lambda: through(reference_api))):  # fmt: skip
+                t, out[key] = timed(fn)
+                best[key] = min(best[key], t)
+            out["api_reference_tokens"] = tokens["reference"]
+    rates = {k: max(v, machine_rates()[k]) for k, v in rates.items()}  # best before/after
+    (e1, e2), (r1, r2) = out["engine"], out["reference"]
+    (a1, a2), (b1, b2) = out["api_tokens"], out["api_reference_tokens"]
+    api = np.stack([f.to_numpy() for f in out["api"]])
+    api_ref = np.stack([f.to_numpy() for f in out["api_reference"]])
+    limit = limit_seconds(model, tokenizer, n, context, pred_len, samples, MAX_CONTEXT, rates)
+    tokens_total = n * samples * pred_len
     return {
         "name": name,
         "series": n,
         "context": context,
         "pred_len": pred_len,
         "sample_count": samples,
-        "engine_s": round(engine_s, 4),
-        "reference_s": round(reference_s, 4),
-        "speedup": round(reference_s / engine_s, 2),
-        "tokens_per_s": round(tokens / engine_s, 1),
-        "reference_tokens_per_s": round(tokens / reference_s, 1),
+        "engine_s": round(best["engine"], 4),
+        "reference_s": round(best["reference"], 4),
+        "speedup": round(best["reference"] / best["engine"], 2),
         "identical_tokens": bool(torch.equal(e1, r1) and torch.equal(e2, r2)),
-        "max_rel_diff": rel,
+        "api_s": round(best["api"], 4),
+        "api_reference_s": round(best["api_reference"], 4),
+        "api_speedup": round(best["api_reference"] / best["api"], 2),
+        "api_target": TARGETS[name],
+        "api_identical_tokens": bool(torch.equal(a1, b1) and torch.equal(a2, b2)),
+        "api_max_rel_diff": float(np.max(np.abs(api - api_ref) / np.abs(api_ref))),
+        "limit_s": round(limit["total_s"], 4),
+        "achieved": round(limit["total_s"] / best["api"], 3),
+        "limit_speedup": round(best["api_reference"] / limit["total_s"], 1),
+        "engine_limit_s": round(limit["generation_s"], 4),
+        "engine_achieved": round(limit["generation_s"] / best["engine"], 3),
+        "limit_phases_s": {k: round(v, 4) for k, v in limit["phases_s"].items()},
+        "tokens_per_s": round(tokens_total / best["engine"], 1),
+        "reference_tokens_per_s": round(tokens_total / best["reference"], 1),
         "peak_rss_mb": round(engine_rss, 1),
         "reference_peak_rss_mb": round(peak_rss_mb(), 1),
+        "sgemm_gflops": round(rates["gflops"], 1),
+        "bandwidth_gbs": round(rates["bandwidth"] / 1e9, 1),
+        "threads": torch.get_num_threads(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="abc", help="which of a, b, c to run")
+    parser.add_argument("--repeats", type=int, default=3, help="engine runs (best is kept)")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="engine timing repeats (best is kept)"
+        "--reference-repeats", type=int, default=1, help="reference runs, alternated with them"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared 2-core box a second OpenMP thread stalls "
+        "every operation whenever another process holds a core)",
     )
     parser.add_argument("--device", default="cpu", help="cpu (the targets' device) or cuda")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     if args.child:  # one case per process, so each peak RSS is its own
-        print(json.dumps(run_case(args.cases, args.repeats, args.device)))
+        result = run_case(args.cases, args.repeats, args.reference_repeats, args.device)
+        print(json.dumps(result))
         return
     cases = []
     for name in args.cases:
         cmd = [sys.executable, __file__, "--child", "--cases", name, "--repeats", str(args.repeats)]
-        cmd += ["--device", args.device]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
+        cmd += ["--reference-repeats", str(args.reference_repeats), "--device", args.device]
+        cmd += ["--threads", str(args.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         cases.append(json.loads(out.strip().splitlines()[-1]))
     summary = {
         "cases": cases,
-        "targets": {"a": 6, "b": 10, "c": 25},
-        "targets_met": all(
-            c["speedup"] >= {"a": 6, "b": 10, "c": 25}[c["name"]] and c["identical_tokens"]
-            for c in cases
+        "api_targets": TARGETS,
+        "api_targets_met": all(
+            c["api_speedup"] >= TARGETS[c["name"]] and c["api_identical_tokens"] for c in cases
         ),
         "model": "Kronos-small dimensions, random weights, float32, greedy",
         "max_context": MAX_CONTEXT,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
-        "threads": args.threads or torch.get_num_threads(),
+        "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "machine": platform.machine(),
