@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import DEVICE, TINY_MODEL, TINY_TOKENIZER
 
 from kronos_alpha import Kronos, KronosTokenizer
@@ -159,3 +160,29 @@ def test_the_stacked_weights_follow_an_in_place_update(tiny_pair):
     assert not torch.equal(after[0], before[0])
     model.load_state_dict(Kronos(**TINY_MODEL).state_dict())  # new weights, same tensors
     assert torch.equal(generate(*args)[0], generate_reference(*args)[0])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_engine_equals_the_reference_with_one_or_split_products(tiny_pair, threads):
+    """With several threads the step's products are split in per-thread blocks
+    (generation._laid_out / _product); with one they are not. Both give the reference's
+    tokens, and a split product equals the plain one to float rounding."""
+    from kronos_alpha.inference.generation import _laid_out, _parts, _product
+
+    model, tokenizer = tiny_pair
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert _parts(model) == (threads if DEVICE == "cpu" else 1)
+        s1, s2, st, fst = _inputs(tokenizer, 2, 16, 6, seed=3)
+        args = (model, s1, s2, st, fst, 6, 20, 2, 1.0, 1, 1.0)
+        e1, e2 = generate(*args)
+        r1, r2 = generate_reference(*args)
+        assert torch.equal(e1, r1) and torch.equal(e2, r2)
+    finally:
+        torch.set_num_threads(before)
+    w, b, x = torch.randn(12, 8), torch.randn(12), torch.randn(3, 8)
+    for parts in (1, 2, 4):
+        laid = _laid_out(w[:6], w[6:], parts=parts)
+        assert torch.allclose(_product(x, laid, b), F.linear(x, w, b), atol=1e-6)
+        assert torch.allclose(_product(x[:1], laid), F.linear(x[:1], w), atol=1e-6)
