@@ -1,1 +1,2 @@
-"""Inference: bars in (``panel``), sampled paths (``generation``), forecasts out (``forecaster``)."""
+"""Inference: bars checked (``panel``), model inputs (``data``), sampled paths (``paths`` over the
+``generation`` engine), forecasts out (``forecaster``)."""
