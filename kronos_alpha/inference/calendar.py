@@ -222,12 +222,12 @@ def _stray(notes: dict, seen, known: pd.DatetimeIndex, name: str, what: str) -> 
     )
 
 
-def warn_once(notes: dict, warned: set) -> None:
+def warn_once(notes: dict, warned: set, stacklevel: int = 3) -> None:
     """Warn each kind of note that is not in ``warned`` yet (stack: the forecast's caller)."""
     for kind, note in notes.items():
         if kind not in warned:
             warned.add(kind)
-            warnings.warn(note, stacklevel=3)
+            warnings.warn(note, stacklevel=stacklevel)
 
 
 def _put(out: dict, decisions, wall_ns: np.ndarray, tz) -> None:

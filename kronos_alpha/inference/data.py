@@ -133,7 +133,7 @@ class Series:
     volume 0 (Qlib's own convention). ``dropped`` / ``filled`` count what the policy did.
     """
 
-    def __init__(self, name: str, df: pd.DataFrame, fill_suspended: bool):
+    def __init__(self, name: str, df: pd.DataFrame, fill_suspended: bool, stacklevel: int = 4):
         traded, has_volume = traded_mask(df, f"instrument {name!r}")
         if not has_volume:
             df = df.drop(columns=[c for c in (VOLUME_COL, AMOUNT_COL) if c in df.columns])
@@ -158,7 +158,9 @@ class Series:
         self.name = name
         self.index = df.index
         bad = ohlc_inconsistent(df)
-        self.inconsistent = warn_inconsistent(bad, df.index, f"instrument {name!r}", stacklevel=4)
+        self.inconsistent = warn_inconsistent(
+            bad, df.index, f"instrument {name!r}", stacklevel=stacklevel
+        )
         self.x = (
             ohlcv_matrix(df, f"instrument {name!r}") if len(df) else np.zeros((0, 6), np.float32)
         )
@@ -254,20 +256,33 @@ def check_one_frequency(series: dict) -> None:
         )
 
 
-def summarise(windows: list[Window], paths, s) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the forecast table, the sampled horizon returns) from every window's sampled paths
-    (samples, horizon, 6) under settings ``s``: both computed here, once."""
-    cols = ["pred_return", "ret_mean", "ret_median", *s.quantile_columns]
-    cols += ["ret_std", "prob_up", "pred_vol"]
-    if s.return_paths:
-        cols += [f"close_h{h + 1}" for h in range(s.horizon)]
-    index = pd.MultiIndex.from_arrays(
+def window_index(windows: list[Window]) -> pd.MultiIndex:
+    """The (datetime, instrument) index of a list of windows."""
+    return pd.MultiIndex.from_arrays(
         [
             pd.DatetimeIndex([w.time for w in windows]),
             pd.Index([w.instrument for w in windows], dtype=object),
         ],
         names=["datetime", "instrument"],
     )
+
+
+def context_vol(w: Window, lookback: int) -> float:
+    """Std of the close-to-close returns of the window's last ``lookback`` bars (per bar)."""
+    c = w.series.close[max(0, w.end + 1 - lookback) : w.end + 1]
+    return float(np.std(c[1:] / c[:-1] - 1)) if len(c) > 1 else float("nan")
+
+
+def summarise(
+    windows: list[Window], paths, s, lookback: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the forecast table, the sampled horizon returns) from every window's sampled paths
+    (samples, horizon, 6) under settings ``s``: both computed here, once."""
+    cols = ["pred_return", "ret_mean", "ret_median", *s.quantile_columns]
+    cols += ["ret_std", "prob_up", "pred_vol", "path_mean", "path_min", "path_max", "hist_vol"]
+    if s.return_paths:
+        cols += [f"close_h{h + 1}" for h in range(s.horizon)]
+    index = window_index(windows)
     if not windows:
         empty = pd.DataFrame(index=index, columns=range(s.sample_count), dtype=float)
         return pd.DataFrame(columns=cols, index=index, dtype=float), empty
@@ -278,6 +293,7 @@ def summarise(windows: list[Window], paths, s) -> tuple[pd.DataFrame, pd.DataFra
         [np.broadcast_to(c0[:, :, None], close[:, :, :1].shape), close[:, :, :-1]], axis=2
     )
     bar_ret = close / prev - 1
+    path_ret = close / c0[:, :, None] - 1  # every step's return over close[t]
     data = {
         "pred_return": ret.mean(1),
         "ret_mean": ret.mean(1),
@@ -288,6 +304,10 @@ def summarise(windows: list[Window], paths, s) -> tuple[pd.DataFrame, pd.DataFra
     data["ret_std"] = ret.std(1)
     data["prob_up"] = (ret > 0).mean(1)
     data["pred_vol"] = bar_ret.reshape(len(windows), -1).std(1)
+    data["path_mean"] = path_ret.mean((1, 2))
+    data["path_min"] = path_ret.min(2).mean(1)
+    data["path_max"] = path_ret.max(2).mean(1)
+    data["hist_vol"] = [context_vol(w, lookback or s.lookback) for w in windows]
     if s.return_paths:
         for h, v in enumerate(close.mean(1).T):
             data[f"close_h{h + 1}"] = v

@@ -40,21 +40,24 @@ import torch
 
 from ..model import zoo
 from . import distributed
-from .cache import ForecastCache, settings_digest, weights_digest, window_key
+from .cache import weights_digest
 from .calendar import future_times, warn_once
+from .calibration import SCALES, Calibrator
 from .data import (
     Series,
-    Window,
     check_dates,
     check_one_frequency,
     forecast_windows,
     sample_bars,
     summarise,
     time_features,
+    window_index,
 )
-from .device import auto_device, batch_windows, check_device, check_fits, torch_dtype, window_bytes
+from .device import auto_device, check_device, torch_dtype
+from .embedding import embed_bars, embedding_columns
 from .generation import uniforms_for_seeds, window_seed
 from .panel import FEATURE_COLS, split_panel
+from .runner import Job, run_windows
 from .settings import ForecastSettings, check_horizon
 
 RELOAD = {"device", "dtype", "max_context"}  # settings that change the loaded model
@@ -89,6 +92,7 @@ class Forecaster:
         self.tokenizer = tokenizer
         self.settings = ForecastSettings.build(settings, **fields)
         self.report: dict = {}
+        self.calibrator_: Calibrator | None = None
         self._loaded = None
 
     # Settings read and write through the one validated object.
@@ -108,10 +112,18 @@ class Forecaster:
     # Pickles (Qlib saves models with them) carry the parameters, never the loaded weights of a
     # named model: the copy reloads lazily. A Kronos instance given as ``model`` travels as is.
     def __getstate__(self) -> dict:
-        return {"model": self.model, "tokenizer": self.tokenizer, "settings": self.settings}
+        cal = vars(self).get("calibrator_")
+        return {
+            "model": self.model,
+            "tokenizer": self.tokenizer,
+            "settings": self.settings,
+            "calibrator": None if cal is None else cal.to_dict(),
+        }
 
     def __setstate__(self, state: dict) -> None:
-        vars(self).update(state, report={}, _loaded=None)
+        state = dict(state)
+        cal = Calibrator.build(state.pop("calibrator", None))
+        vars(self).update(state, report={}, _loaded=None, calibrator_=cal)
 
     def __copy__(self) -> Forecaster:
         """A shallow copy shares the loaded model (set_params on it leaves this one alone)."""
@@ -205,7 +217,7 @@ class Forecaster:
             st.digest = weights_digest(st.model, st.tokenizer)
         return st.digest
 
-    def effective_lookback(self) -> tuple[int, int]:
+    def effective_lookback(self, stacklevel: int = 3) -> tuple[int, int]:
         """(lookback, min_history) once the model's max_context is known."""
         s = self.settings
         lookback, mc = s.lookback, self.max_context_
@@ -214,7 +226,7 @@ class Forecaster:
             warnings.warn(
                 f"lookback {lookback} exceeds the model's max_context {mc}: the model cannot attend to "
                 f"more bars, so each window is clipped to its last {mc} bars",
-                stacklevel=3,
+                stacklevel=stacklevel,
             )
             lookback = mc
         min_history = lookback if s.min_history is None else s.min_history
@@ -225,6 +237,56 @@ class Forecaster:
         return lookback, min_history
 
     # -- forecasting -------------------------------------------------------------------------
+    def _windows(self, panel, dates, future: bool = True):
+        """The checked series, the windows of the requested (dates x instruments) and, with
+        ``future``, each decision time's future bar times from the calendar."""
+        self.load()
+        lookback, min_history = self.effective_lookback(stacklevel=4)  # warnings: the caller's
+        s = self.settings
+        series = {
+            name: Series(name, df, s.fill_suspended, stacklevel=5)
+            for name, df in split_panel(panel).items()
+        }
+        check_one_frequency(series)
+        tz = next(iter(series.values())).raw_index.tz
+        all_times = pd.concat([x.raw_index.to_series() for x in series.values()]).unique()
+        times = pd.DatetimeIndex(all_times).unique().sort_values()
+        if dates is not None:
+            dates = check_dates(dates, times, tz)
+        windows, requested, skipped = forecast_windows(series, dates, min_history)
+        futures, calendar_used = {}, None
+        if future:
+            futures, calendar_used, notes = future_times(
+                s.calendar, times, [w.time for w in windows], s.horizon, list(series)
+            )
+            warn_once(notes, vars(self).setdefault("_calendar_notes", set()), 4)
+        counts = {"requested": requested, "skipped": skipped, "lookback": lookback}
+        return series, windows, futures, calendar_used, counts | {"min_history": min_history}
+
+    def _report(self, series, windows, counts, outcome, calendar, start) -> dict:
+        loaded, skipped = self._loaded, counts["skipped"]
+        return {
+            "requested": counts["requested"],
+            "computed": len(windows) - outcome.from_cache,
+            "computed_by_this_rank": outcome.computed_here,
+            "from_cache": outcome.from_cache,
+            "skipped": dict(skipped),
+            "skipped_total": int(sum(skipped.values())),
+            "suspended_bars_dropped": int(sum(x.dropped for x in series.values())),
+            "suspended_bars_filled": int(sum(x.filled for x in series.values())),
+            "ohlc_inconsistent_bars": int(sum(x.inconsistent for x in series.values())),
+            "cache_corrupt_recomputed": outcome.corrupt,
+            "lookback": counts["lookback"],
+            "min_history": counts["min_history"],
+            "max_context": loaded.max_context,
+            "model": loaded.source,
+            "device": str(loaded.device),
+            "dtype": str(loaded.dtype).replace("torch.", ""),
+            "world_size": distributed.world_size(),
+            "calendar": calendar,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+
     def forecast(self, panel, dates=None) -> pd.DataFrame:
         """Forecast table indexed by (datetime = decision time t, instrument).
 
@@ -232,7 +294,13 @@ class Forecaster:
         ret_median, ret_qNN per quantile, ret_std (population std over samples), prob_up
         (share of samples with a positive return), pred_vol (std of the predicted bar
         close-to-close returns, pooled over steps and samples; per bar, not annualised),
-        and with return_paths the mean predicted closes close_h1..close_hH.
+        path_mean / path_min / path_max (the mean over samples of each path's mean, lowest
+        and highest close over close[t] - 1), hist_vol (std of the context window's bar
+        returns), and with return_paths the mean predicted closes close_h1..close_hH.
+        After :meth:`calibrate` (or ``set_calibrator``), ret_qNN, ret_median, ret_std and
+        prob_up are the calibrated distribution's, the sample statistics stay as raw_ret_qNN,
+        raw_ret_median, raw_ret_std and raw_prob_up, and ``self.calibrated_returns_`` holds
+        99 calibrated quantiles per row (an equally weighted ensemble).
         ``self.sample_returns_`` holds every sampled horizon return (rows as the table, one
         column per sample); with return_paths ``self.paths_`` holds every sampled path
         ({(t, instrument): (future times, array (samples, horizon, 6))}).
@@ -242,145 +310,99 @@ class Forecaster:
         entries recomputed, the lookback used, model source, device, dtype, world size.
         """
         start = time.perf_counter()
-        self.load()
-        lookback, min_history = self.effective_lookback()
-        s = self.settings
-        series = {
-            name: Series(name, df, s.fill_suspended) for name, df in split_panel(panel).items()
-        }
-        check_one_frequency(series)
-        tz = next(iter(series.values())).raw_index.tz
-        all_times = pd.concat([x.raw_index.to_series() for x in series.values()]).unique()
-        times = pd.DatetimeIndex(all_times).unique().sort_values()
-        if dates is not None:
-            dates = check_dates(dates, times, tz)
-        windows, requested, skipped = forecast_windows(series, dates, min_history)
-        futures, calendar_used, notes = future_times(
-            s.calendar, times, [w.time for w in windows], s.horizon, list(series)
-        )
-        warn_once(notes, vars(self).setdefault("_calendar_notes", set()))  # per forecaster
-        paths, from_cache, corrupt = self._run(windows, lookback, futures)
-        table, returns = summarise(windows, paths, s)
-        self.sample_returns_ = returns
-        if s.return_paths:
-            self.paths_ = {
-                (w.time, w.instrument): (futures[w.time], p) for w, p in zip(windows, paths)
-            }
-        loaded = self._loaded
-        self.report = {
-            "requested": requested,
-            "computed": len(windows) - from_cache,
-            "computed_by_this_rank": self._computed_here,
-            "from_cache": from_cache,
-            "skipped": dict(skipped),
-            "skipped_total": int(sum(skipped.values())),
-            "suspended_bars_dropped": int(sum(x.dropped for x in series.values())),
-            "suspended_bars_filled": int(sum(x.filled for x in series.values())),
-            "ohlc_inconsistent_bars": int(sum(x.inconsistent for x in series.values())),
-            "cache_corrupt_recomputed": corrupt,
-            "lookback": lookback,
-            "min_history": min_history,
-            "max_context": loaded.max_context,
-            "model": loaded.source,
-            "device": str(loaded.device),
-            "dtype": str(loaded.dtype).replace("torch.", ""),
-            "world_size": distributed.world_size(),
-            "calendar": calendar_used,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-        return table
-
-    def _run(self, windows: list[Window], lookback: int, futures: dict):
-        """Sampled paths (samples, horizon, 6), de-normalised, for every window."""
+        series, windows, futures, calendar, counts = self._windows(panel, dates)
         s, st = self.settings, self._loaded
+        cal = vars(self).get("calibrator_")
+        if cal is not None:
+            cal.check_settings(s)
         fstamps = {t: time_features(f) for t, f in futures.items()}
-        use_cache = s.cache_dir is not None and s.seed is not None
-        if s.cache_dir is not None and s.seed is None:
-            warnings.warn(
-                "seed=None samples afresh each run, so the forecast cache is not used", stacklevel=3
-            )
-        cache = ForecastCache(s.cache_dir) if use_cache else None
-        paths: list = [None] * len(windows)
-        keys: list = [None] * len(windows)
         seeds = [
             None if s.seed is None else window_seed(s.seed, w.instrument, w.time) for w in windows
         ]
-        if cache is not None:
-            base = settings_digest(s, self.weights_digest(), st.max_context, st.dtype, st.device)
-            shape = (s.sample_count, s.horizon, len(FEATURE_COLS))
-            for i, w in enumerate(windows):
-                bars, stamp = w.bars(min(lookback, w.end + 1))
-                keys[i] = window_key(base, bars, stamp, fstamps[w.time], seeds[i])
-                paths[i] = cache.get(keys[i], shape)
-        from_cache = sum(p is not None for p in paths)
-        distributed.barrier()  # every rank has looked up before any rank writes
-        todo = [i for i, p in enumerate(paths) if p is None]
-        mine = todo[distributed.rank() :: distributed.world_size()]
 
-        def store(batch: list[int], arrays) -> None:  # saved as each batch finishes
-            for j, arr in zip(batch, arrays):
-                paths[mine[j]] = arr
-                if cache is not None:
-                    cache.put(keys[mine[j]], arr)
-
-        self._compute(
-            [windows[i] for i in mine], fstamps, [seeds[i] for i in mine], lookback, store
-        )
-        computed = [paths[i] for i in mine]
-        if distributed.active():
-            for i, arr in distributed.gather(list(zip(mine, computed))):
-                paths[i] = arr
-        self._computed_here = len(mine)
-        return paths, from_cache, 0 if cache is None else cache.corrupt
-
-    def _batches(self, windows: list[Window], lookback: int) -> list[list[int]]:
-        """Window positions grouped by context length, in batches that fit in memory."""
-        s, st = self.settings, self._loaded
-        groups: dict[int, list[int]] = {}
-        for i, w in enumerate(windows):
-            groups.setdefault(min(lookback, w.end + 1), []).append(i)
-        batches = []
-        for length, members in sorted(groups.items()):
-            size = s.batch_size or batch_windows(
-                st.model, st.tokenizer, st.dtype, st.device, length, s.sample_count, s.horizon
-            )
-            per = window_bytes(st.model, st.tokenizer, st.dtype, length, s.sample_count, s.horizon)
-            check_fits(
-                per, len(windows), min(size, len(members)), s.sample_count, s.horizon, st.device
-            )
-            batches += [members[k : k + size] for k in range(0, len(members), size)]
-        return batches
-
-    def _compute(self, windows: list[Window], fstamps: dict, seeds, lookback: int, store) -> None:
-        """Sample every window, batch by batch; ``store(positions, arrays)`` takes each batch."""
-        from tqdm.auto import tqdm
-
-        s, st = self.settings, self._loaded
-        batches = self._batches(windows, lookback)
-        quiet = not s.progress or distributed.rank() != 0 or len(batches) < 2
-        bar = tqdm(total=len(windows), desc="forecast", unit="win", disable=True if quiet else None)
-        for members in batches:
-            length = min(lookback, windows[members[0]].end + 1)
-            ctx = [windows[i].bars(length) for i in members]
+        def compute(group, length, group_seeds):
+            ctx = [w.bars(length) for w in group]
             uniforms = None
             if s.seed is not None:
-                uniforms = uniforms_for_seeds(
-                    [seeds[i] for i in members], s.sample_count, s.horizon
+                uniforms = uniforms_for_seeds(group_seeds, s.sample_count, s.horizon)
+            return sample_bars(
+                st.tokenizer, st.model, np.stack([c[0] for c in ctx]),
+                np.stack([c[1] for c in ctx]), np.stack([fstamps[w.time] for w in group]),
+                st.max_context, s.sample_count, s.T, s.top_k, s.top_p, s.clip, uniforms,
+            )  # fmt: skip
+
+        shape = (s.sample_count, s.horizon, len(FEATURE_COLS))
+        job = Job("paths", shape, compute, fstamps, seeds, s.sample_count, s.horizon)
+        outcome = run_windows(st, s, windows, counts["lookback"], job, self.weights_digest)
+        table, returns = summarise(windows, outcome.results, s, counts["lookback"])
+        self.sample_returns_ = returns
+        if s.return_paths:
+            self.paths_ = {
+                (w.time, w.instrument): (futures[w.time], p)
+                for w, p in zip(windows, outcome.results)
+            }
+        if cal is not None:
+            inside = table.index.get_level_values("datetime") < pd.Timestamp(cal.realised_end)
+            if inside.any():
+                warnings.warn(
+                    f"{int(inside.sum())} forecast rows have decision times before "
+                    f"{cal.realised_end}, inside the calibration span ({cal.first_date} .. "
+                    f"{cal.realised_end}): their intervals are in-sample; out-of-sample use "
+                    "means later dates",
+                    stacklevel=2,
                 )
-            y = sample_bars(
-                st.tokenizer,
-                st.model,
-                np.stack([c[0] for c in ctx]),
-                np.stack([c[1] for c in ctx]),
-                np.stack([fstamps[windows[i].time] for i in members]),
-                st.max_context,
-                s.sample_count,
-                s.T,
-                s.top_k,
-                s.top_p,
-                s.clip,
-                uniforms,
-            )
-            store(members, list(y))
-            bar.update(len(members))
-        bar.close()
+            self.calibrated_returns_ = pd.DataFrame(cal.quantile_grid(table), index=table.index)
+            table = cal.apply(table, s.quantiles)
+        self.report = self._report(series, windows, counts, outcome, calendar, start)
+        self.report["calibrated"] = cal is not None
+        return table
+
+    def embed(self, panel, dates=None) -> pd.DataFrame:
+        """Kronos features per (datetime = decision time t, instrument): the transformer's
+        final hidden state at t (``emb_last_0..``) and its mean over the context window
+        (``emb_mean_0..``), float32; see ``kronos_alpha.inference.embedding``.
+
+        The windows are forecast()'s: the last ``lookback`` usable bars at or before t (no
+        look-ahead), the same skips (counted in ``self.report``), the same batching, cache
+        (``cache_dir``; an embedding is deterministic, so any seed may use it) and shards.
+        """
+        start = time.perf_counter()
+        series, windows, _, _, counts = self._windows(panel, dates, future=False)
+        s, st = self.settings, self._loaded
+        width = 2 * st.model.d_model
+
+        def compute(group, length, _seeds):
+            ctx = [w.bars(length) for w in group]
+            x, stamp = np.stack([c[0] for c in ctx]), np.stack([c[1] for c in ctx])
+            return embed_bars(st.tokenizer, st.model, x, stamp, st.max_context, s.clip)
+
+        job = Job("embed", (width,), compute, {}, [None] * len(windows), 1, 0)
+        outcome = run_windows(st, s, windows, counts["lookback"], job, self.weights_digest)
+        index = window_index(windows)
+        values = np.stack(outcome.results) if windows else np.zeros((0, width), np.float32)
+        cols = embedding_columns(st.model.d_model)
+        frame = pd.DataFrame(values.astype(np.float32), index=index, columns=cols)
+        self.report = self._report(series, windows, counts, outcome, None, start)
+        return frame
+
+    # -- calibration -------------------------------------------------------------------------
+    def calibrate(self, panel, dates, tune: bool = False, grid=None, scales=SCALES) -> Forecaster:
+        """Fit the forecast distribution's calibration on past decision ``dates``: each is
+        forecast and compared with its realised close[t + horizon] / close[t] - 1 (see
+        ``kronos_alpha.inference.calibration`` for the method and why). The panel is cut at
+        the latest date's outcome bar; a date whose outcome is not in the panel is refused.
+        ``tune``: also choose (T, top_p) from ``grid`` (default ``TUNE_GRID``) by held-out
+        CRPS, and keep the best in ``self.settings``. Returns self; the fit is
+        ``self.calibrator_`` and what it measured ``self.calibration_report_``."""
+        from .realised import fit_calibration
+
+        self.calibrator_, self.calibration_report_, settings = fit_calibration(
+            self, panel, dates, tune, grid, scales
+        )
+        vars(self)["settings"] = settings
+        return self
+
+    def set_calibrator(self, calibrator) -> Forecaster:
+        """Use a fitted calibration: a Calibrator, its dict, a JSON file, or None (raw)."""
+        self.calibrator_ = Calibrator.build(calibrator)
+        return self
