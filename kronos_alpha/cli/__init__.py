@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "kronos_alpha.cli.finetune",
     "kronos_alpha.cli.qlib_data",
     "kronos_alpha.cli.walk_forward",
+    "kronos_alpha.cli.qrun",
 ]
 
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kronos-alpha",
         description="Kronos candlestick foundation models for Qlib, backtrader and vectorbt.",
+        formatter_class=DefaultsHelpFormatter,
     )
     from kronos_alpha import __version__
 
