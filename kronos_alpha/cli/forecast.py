@@ -43,7 +43,7 @@ def register(sub) -> None:
     d = DEFAULTS
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", "-i", help="CSV or parquet file of bars")
-    src.add_argument("--sample", help="bundled sample ticker(s), comma separated (default AAPL)")
+    src.add_argument("--sample", help="bundled sample ticker(s), comma separated (default: AAPL)")
     p.add_argument(
         "--model", help="zoo name, Hub id or folder (default: kronos-small / offline default)"
     )
@@ -63,7 +63,9 @@ def register(sub) -> None:
     )
     when.add_argument("--last", type=int, default=1, help="forecast at each of the last N bars")
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, mps (default: auto)")
-    p.add_argument("--dtype", default=d.dtype, help="float32 (default), bf16 or fp16 (cuda)")
+    p.add_argument(
+        "--dtype", default=d.dtype, help="float32, bf16 or fp16 (cuda) (default: float32)"
+    )
     p.add_argument("--cache-dir", default=d.cache_dir, help="forecast cache folder (default: none)")
     p.add_argument(
         "--calendar", default=d.calendar, metavar="CAL",

@@ -14,14 +14,22 @@ from __future__ import annotations
 import json
 import sys
 
+from . import DefaultsHelpFormatter
+
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "qlib-data", help="build or check a Qlib provider folder from CSV/parquet bars"
+        "qlib-data",
+        help="build or check a Qlib provider folder from CSV/parquet bars",
+        formatter_class=DefaultsHelpFormatter,
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    b = actions.add_parser("build", help="CSV folder, long CSV or parquet -> Qlib provider folder")
+    b = actions.add_parser(
+        "build",
+        help="CSV folder, long CSV or parquet -> Qlib provider folder",
+        formatter_class=DefaultsHelpFormatter,
+    )
     b.add_argument(
         "source", help="a folder of per-instrument CSV/parquet files, or one long CSV/parquet file"
     )
@@ -49,9 +57,11 @@ def register(sub) -> None:
     b.set_defaults(func=run_build)
 
     c = actions.add_parser(
-        "check", help="verify an existing provider folder and report what is wrong"
+        "check",
+        help="verify an existing provider folder and report what is wrong",
+        formatter_class=DefaultsHelpFormatter,
     )
-    c.add_argument("folder")
+    c.add_argument("folder", help="the provider folder to verify")
     c.add_argument("--freq", default="day", help="the calendar and bins to check")
     c.add_argument("--market", help="also require instruments/<MARKET>.txt")
     c.add_argument("--benchmark", help="also require this instrument (e.g. SH000300)")
@@ -69,6 +79,7 @@ def register(sub) -> None:
         "weights",
         help="write a market's benchmark weights ($<market>_weight, for EnhancedIndexing) "
         "from its point-in-time membership",
+        formatter_class=DefaultsHelpFormatter,
     )
     w.add_argument("folder", help="a writable provider folder (copy a read-only one first)")
     w.add_argument("--market", required=True, help="instruments/<MARKET>.txt, e.g. csi300")
@@ -85,7 +96,7 @@ def register(sub) -> None:
         help="also write this benchmark series (the weighted members' index) when the "
         "folder has no close for it",
     )
-    w.add_argument("--freq", default="day")
+    w.add_argument("--freq", default="day", help="the calendar and bins to weight")
     w.add_argument("--overwrite", action="store_true", help="replace an existing weight field")
     w.add_argument("--dry-run", action="store_true", help="report what would be written")
     w.set_defaults(func=run_weights)

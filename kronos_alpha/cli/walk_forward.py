@@ -5,11 +5,14 @@ Re-running the same command resumes: finished windows are read back from the out
 
 from __future__ import annotations
 
+from . import DefaultsHelpFormatter
+
 
 def register(sub) -> None:
     p = sub.add_parser(
         "walk-forward",
         help="walk-forward evaluation of Kronos against baselines (report in the output folder)",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument(
         "--config", required=True, help="YAML file (see examples/walk_forward_csi300.yaml)"
