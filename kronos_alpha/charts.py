@@ -109,3 +109,69 @@ def plot_forecast(
     ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
     fig.tight_layout()
     return fig
+
+
+# -- books and trades: shared by the backtrader, vectorbt and strategy examples ------------------
+def date_axis(ax) -> None:
+    """Dates on the x-axis that stay readable: a few ticks, labelled concisely (2021, Feb, ...)."""
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=9)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
+def plot_lines(
+    ax,
+    curves: dict,
+    title: str = "",
+    ylabel: str = "",
+    styles: dict | None = None,
+    legend: str = "upper left",
+):
+    """Date-indexed series on one axis (a book's value, cumulative returns), one line each,
+    ``styles[name]`` the line's keyword arguments; a readable date axis and a legend."""
+    styles = styles or {}
+    for name, s in curves.items():
+        kw = {"linewidth": 1.4} | styles.get(name, {})
+        ax.plot(pd.DatetimeIndex(s.index), np.asarray(s, dtype=float), label=name, **kw)
+    date_axis(ax)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.25)
+    ax.legend(loc=legend, fontsize=8, framealpha=0.85)
+    return ax
+
+
+def plot_trades(
+    ax, close: pd.Series, buys=(), sells=(), held: pd.Series | None = None, name="", legend=None
+):
+    """One instrument's close with its buys (^) and sells (v) at their fill prices
+    (``(time, price)`` pairs) and, from ``held`` (a boolean series), the days in the book
+    shaded. The name and the fill counts sit inside the axis, so stacked panels' labels do
+    not overlap; ``legend``: a legend location, or None for none (give stacked panels one)."""
+    x = pd.DatetimeIndex(close.index)
+    y = close.to_numpy(dtype=float)
+    ax.plot(x, y, color="black", linewidth=1.0, label="close")
+    if held is not None and bool(np.any(held)):
+        ax.fill_between(x, np.nanmin(y), np.nanmax(y), where=np.asarray(held, dtype=bool),
+                        color="#1f77b4", alpha=0.12, linewidth=0, step="post", label="held")  # fmt: skip
+    buys, sells = list(buys), list(sells)
+    for pts, marker, color, label in (
+        (buys, "^", "#2e7d32", "buy"),
+        (sells, "v", "#c62828", "sell"),
+    ):
+        if pts:
+            t, p = zip(*pts, strict=True)
+            ax.scatter(
+                pd.DatetimeIndex(t), p, marker=marker, color=color, s=22, zorder=3, label=label
+            )
+    ax.text(0.005, 0.95, f"{name}  {len(buys)} buys, {len(sells)} sells".strip(),
+            transform=ax.transAxes, va="top", fontsize=9,
+            bbox=dict(facecolor="white", alpha=0.8, linewidth=0, pad=1.5))  # fmt: skip
+    date_axis(ax)
+    ax.grid(alpha=0.25)
+    if legend:
+        ax.legend(loc=legend, fontsize=7, framealpha=0.85, ncol=4)
+    return ax
