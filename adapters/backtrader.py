@@ -6,12 +6,34 @@ Windowing, normalisation, sampling and the missing-bar policy are all the foreca
 
 Lines: ``pred_return`` (mean predicted close-to-close return over ``horizon`` bars), ``lower``
 and ``upper`` (the ``quantiles`` of the sampled returns), ``prob_up`` (share of sampled paths
-ending above the current close). Usage::
+ending above the current close), and the forecast table's features of the same names
+(``kronos_alpha.strategies.kronos_features``' KRONOS_* columns): ``ret_std`` (the horizon
+returns' spread), ``pred_vol`` (per-bar volatility of the sampled paths), ``path_mean``,
+``path_min``, ``path_max`` (the mean over paths of each path's mean, lowest and highest close
+over the current close, minus 1). Usage::
 
     fc = Forecaster(model="kronos-small", cache_dir="~/.cache/kronos")
     class S(bt.Strategy):
         def __init__(self):
             self.k = {d: Kronos(d, forecaster=fc, lookback=64, horizon=5) for d in self.datas}
+        def next(self):
+            for d, k in self.k.items():
+                if k.path_min[0] > -0.02 and k.prob_up[0] > 0.6: ...
+
+Plot: pred_return and its band (filled) in one subplot of returns, as before the features
+came; the other lines are not drawn (prob_up is 0..1, ret_std and pred_vol are spreads, and
+the path statistics crowd a one-row subplot). Switch one on per indicator, styled already
+(path_min / path_max dotted red / green, path_mean dash-dot)::
+
+    k = Kronos(d, forecaster=fc)
+    k.plotlines.path_min._plotskip = k.plotlines.path_max._plotskip = False
+
+Calibrated forecasters. ``forecaster=fc`` after ``fc.calibrate(panel, past_dates)`` (or
+``fc.set_calibrator(path)``): the indicator's copy keeps the calibrator, so ``lower``,
+``upper``, ``prob_up`` and ``ret_std`` are the calibrated distribution's (``pred_return`` and
+the path statistics are the samples', calibration leaves them alone). The calibrator is fitted
+for one horizon: a ``horizon`` override raises ``CalibrationError`` when the indicator is made.
+Bars before the calibration's last outcome bar are in-sample, and the forecaster warns.
 
 Modes. In ``runonce`` mode (backtrader's default) the first ``once()`` of a strategy forecasts
 every bar of every data that has a Kronos indicator with the same settings in ONE batched
@@ -51,6 +73,7 @@ backtrader 1.9.78 pitfalls:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import OrderedDict
 from pathlib import Path
 
@@ -60,11 +83,20 @@ import pandas as pd
 
 from kronos_alpha.inference.forecaster import Forecaster
 from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, check_feed_bars
-from kronos_alpha.inference.settings import ForecastSettings, quantile_column
+from kronos_alpha.inference.settings import ForecastSettings
 
-from .common import band_quantiles, base_forecaster, start_settings, with_band
+from .common import (
+    FEATURES,
+    band_columns,
+    band_quantiles,
+    base_forecaster,
+    check_calibration,
+    start_settings,
+    with_band,
+)
 
 FEED_LINES = (*PRICE_COLS, VOLUME_COL)  # the lines a feed needs: Kronos reads whole bars
+LINES = ("pred_return", "lower", "upper", "prob_up", *FEATURES)  # the first four: as before
 _ORDINAL_1970 = 719163  # backtrader's float dates count days from 0001-01-01 (ordinal 1)
 _TABLES: OrderedDict = OrderedDict()  # (settings, bars digest) -> forecast table (a small LRU)
 _TABLES_KEPT = 8
@@ -105,7 +137,7 @@ class _Group:
 
     def __init__(self, forecaster: Forecaster, quantiles, nan_bars: str, strategy):
         self.forecaster = forecaster
-        self.columns = ["pred_return", *map(quantile_column, quantiles), "prob_up"]
+        self.columns = band_columns(quantiles, LINES)
         self.nan_bars = nan_bars
         self.strategy = strategy
         self.members: list = []  # (data, name)
@@ -155,6 +187,8 @@ class _Group:
             return fc.forecast(panel)
         h = hashlib.sha256(fc.weights_digest().encode())
         h.update(repr(fc.settings).encode())
+        cal = getattr(fc, "calibrator_", None)  # calibrated and raw tables of one panel differ
+        h.update(b"raw" if cal is None else json.dumps(cal.to_dict(), sort_keys=True).encode())
         for name, df in panel.items():
             h.update(name.encode() + df.index.asi8.tobytes() + df.to_numpy().tobytes())
         key = h.hexdigest()
@@ -213,7 +247,9 @@ def indicator_settings(p, base: Forecaster) -> ForecastSettings:
 def resolve_forecaster(p) -> tuple[Forecaster, Forecaster]:
     """(the user's or shared forecaster, a copy with this indicator's settings sharing its model)."""
     base = base_forecaster(p.forecaster, p.model, p.tokenizer, "KronosIndicator")
-    return base, base.load().with_settings(indicator_settings(p, base))
+    settings = indicator_settings(p, base)
+    check_calibration(base, settings, "KronosIndicator")
+    return base, base.load().with_settings(settings)  # keeps a calibrator
 
 
 class KronosIndicator(bt.Indicator):
@@ -230,11 +266,14 @@ class KronosIndicator(bt.Indicator):
     ``quantiles`` (lower, upper) are the band lines' levels; their default (0.1, 0.9) is the
     indicator's own, since the forecaster may report any number of quantiles and the two lines
     need two (the table holds both sets). ``nan_bars``: "raise" or "skip" (module docstring).
-    See the module docstring for the modes, warm-up and pitfalls.
+    Lines: ``pred_return``, ``lower``, ``upper``, ``prob_up``, ``ret_std``, ``pred_vol``,
+    ``path_mean``, ``path_min``, ``path_max`` (the forecast table's columns of those names; a
+    calibrated forecaster's band, prob_up and ret_std are calibrated). See the module docstring
+    for the modes, warm-up, calibration, plotting and pitfalls.
     """
 
     alias = ("Kronos",)
-    lines = ("pred_return", "lower", "upper", "prob_up")
+    lines = LINES
     params = (
         ("forecaster", None),
         ("model", None),
@@ -255,6 +294,13 @@ class KronosIndicator(bt.Indicator):
         lower=dict(color="grey", ls="--", _name="lower"),
         upper=dict(color="grey", ls="--", _name="upper", _fill_gt=("lower", ("grey", 0.15))),
         prob_up=dict(_plotskip=True),  # 0..1, another scale than returns: read it, don't plot it
+        # The features: not drawn (a one-row subplot with five more lines and legend entries
+        # is unreadable; spreads are on another scale), styled for when they are switched on.
+        ret_std=dict(_plotskip=True),
+        pred_vol=dict(_plotskip=True),
+        path_mean=dict(_plotskip=True, color="tab:purple", ls="-.", lw=0.9),
+        path_min=dict(_plotskip=True, color="tab:red", ls=":", lw=0.9),
+        path_max=dict(_plotskip=True, color="tab:green", ls=":", lw=0.9),
     )
 
     def __init__(self):

@@ -12,9 +12,12 @@ normalisation, sampling and the missing-bar policy are all the forecaster's::
     exits = sig.prob_up_below([0.3, 0.4, 0.5])
 
 Outputs: ``pred_return`` (mean predicted return over ``horizon`` bars from the close of each
-bar), ``lower`` / ``upper`` (the ``quantiles`` of the sampled returns, default 0.1 and 0.9) and
-``prob_up``, each aligned with the bar the forecast is decided at (it uses only bars at or
-before that bar). The ``cache_func`` runs the forecaster once per distinct (lookback, horizon,
+bar), ``lower`` / ``upper`` (the ``quantiles`` of the sampled returns, default 0.1 and 0.9),
+``prob_up``, and the forecast table's features of the same names (the strategies'
+KRONOS_* feature columns): ``ret_std``, ``pred_vol``, ``path_mean``, ``path_min``,
+``path_max``; each aligned with the bar the forecast is decided at (it uses only bars at or
+before that bar). Every output has its generated threshold methods
+(``sig.path_min_above(-0.02)``). The ``cache_func`` runs the forecaster once per distinct (lookback, horizon,
 sample_count) combination of the run, over every column and bar in one batched call; every
 other parameter sweep (thresholds via the generated ``*_above`` / ``*_below`` /
 ``*_crossed_above`` methods) works on those outputs only.
@@ -32,6 +35,12 @@ integer also seeds numpy's global generator; None means not given), so fresh sam
 ``quantiles`` (lower, upper) are the band outputs' levels; their default (0.1, 0.9) is the
 signal's own, since the forecaster may report any number of quantiles and the two outputs need
 two (the table holds both sets). ``nan_bars``: "raise" or "skip".
+
+Calibrated forecasters: ``forecaster=fc`` after ``fc.calibrate(panel, past_dates)`` (or
+``fc.set_calibrator(path)``): every combination's copy keeps the calibrator, so ``lower``,
+``upper``, ``prob_up`` and ``ret_std`` are the calibrated distribution's (pred_return and the
+path statistics are the samples'). The calibrator is fitted for one horizon: a ``horizon``
+parameter (or ``settings``) with another raises ``CalibrationError`` before any forecast.
 
 Warm-up and gaps: the first ``lookback - 1`` bars of each column are NaN, and so are bars the
 forecaster skips (suspended: volume 0). Each column is checked by the input boundary
@@ -61,13 +70,21 @@ from kronos_alpha.inference.panel import (
     check_feed_bars,
     instrument_name,
 )
-from kronos_alpha.inference.settings import ForecastSettings, quantile_column
+from kronos_alpha.inference.settings import ForecastSettings
 
-from .common import band_quantiles, base_forecaster, start_settings, with_band
+from .common import (
+    FEATURES,
+    band_columns,
+    band_quantiles,
+    base_forecaster,
+    check_calibration,
+    start_settings,
+    with_band,
+)
 
 YEAR_FREQ = "252 days"
 PARAMS = ("lookback", "horizon", "sample_count")  # the factory's parameters; None: the forecaster's
-OUTPUTS = ("pred_return", "lower", "upper", "prob_up")
+OUTPUTS = ("pred_return", "lower", "upper", "prob_up", *FEATURES)
 
 
 def aligned_frames(frames: dict) -> dict[str, pd.DataFrame]:
@@ -162,12 +179,14 @@ def kronos_cache(
     start = start_settings(base, settings)
     combos = {c: combo_settings(start, c, quantiles, seed, cache_dir, calendar)
               for c in dict.fromkeys(zip(lookbacks, horizons, sample_counts))}  # fmt: skip
+    for s in combos.values():
+        check_calibration(base, s, "KronosSignal.run")
     panel = to_panel(open, high, low, close, volume, nan_bars)
     base.load()
-    columns = ["pred_return", *map(quantile_column, quantiles), "prob_up"]
+    columns = band_columns(quantiles, OUTPUTS)
     out = {}
     for combo, s in combos.items():
-        table = base.with_settings(s).forecast(panel)  # shares the loaded model
+        table = base.with_settings(s).forecast(panel)  # shares the loaded model and calibrator
         out[combo] = tuple(_wide(table, c, close.index, close.columns) for c in columns)
     return out
 

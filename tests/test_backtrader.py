@@ -1,4 +1,5 @@
-"""backtrader adapter: values from the shared forecaster, no look-ahead, runonce == next, bad input.
+"""backtrader adapter: values from the shared forecaster (every line, the features too), no
+look-ahead, runonce == next, bad input.
 
 Real CSI300 bars (../shared/data) and the upstream-tiny fixture checkpoint, on small slices.
 """
@@ -15,7 +16,7 @@ import pytest
 bt = pytest.importorskip("backtrader")
 
 from conftest import SHARED  # noqa: E402
-from kronos_alpha.adapters.backtrader import Kronos, KronosIndicator, bar_times  # noqa: E402
+from kronos_alpha.adapters.backtrader import LINES, Kronos, KronosIndicator, bar_times  # noqa: E402
 
 from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
 from kronos_alpha.inference.panel import InputError  # noqa: E402
@@ -103,10 +104,10 @@ def run(feeds: dict, runonce: bool, **kw):
 
 
 def expected(forecaster, panel) -> pd.DataFrame:
+    """The forecaster's table as the indicator's lines: the band's quantiles as lower/upper,
+    every other line the column of its name."""
     table = forecaster.forecast(panel)
-    return table.rename(columns={"ret_q10": "lower", "ret_q90": "upper"})[
-        ["pred_return", "lower", "upper", "prob_up"]
-    ]
+    return table.rename(columns={"ret_q10": "lower", "ret_q90": "upper"})[list(LINES)]
 
 
 def test_runonce_one_batched_call_matches_forecaster(panel, forecaster, calls):
@@ -114,6 +115,7 @@ def test_runonce_one_batched_call_matches_forecaster(panel, forecaster, calls):
     assert calls == [None]  # both datas, every bar: one forecaster call
     want = expected(forecaster, panel)
     for name, df in got.items():
+        assert list(df.columns) == list(LINES)
         assert df.index.equals(panel.xs(name, level="instrument").index)  # daily bars by date
         assert df.iloc[: LOOKBACK - 1].isna().all().all()  # documented warm-up
         w = want.xs(name, level="instrument").reindex(df.index)

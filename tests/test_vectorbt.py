@@ -1,5 +1,6 @@
 """vectorbt adapter: one forecaster pass per parameter combination, thresholds without re-runs,
-agreement with the Forecaster, no look-ahead, bad input, and the top-K book.
+agreement with the Forecaster (every output, the features too), no look-ahead, bad input, and
+the top-K book.
 
 Real CSI300 bars (../shared/data) and the upstream-tiny fixture checkpoint. vectorbt's numba
 JIT is paid once: the indicator run and the portfolio are module-scoped fixtures.
@@ -17,7 +18,12 @@ import pytest
 vbt = pytest.importorskip("vectorbt")
 
 from conftest import SHARED  # noqa: E402
-from kronos_alpha.adapters.vectorbt import KronosSignal, to_panel, topk_portfolio  # noqa: E402
+from kronos_alpha.adapters.vectorbt import (  # noqa: E402
+    OUTPUTS,
+    KronosSignal,
+    to_panel,
+    topk_portfolio,
+)
 from kronos_alpha.strategies import topk_weights  # noqa: E402
 
 from kronos_alpha.inference.forecaster import Forecaster  # noqa: E402
@@ -94,8 +100,9 @@ def test_outputs_match_direct_forecaster_with_warm_up(bars, forecaster, signal):
     for lookback in LOOKBACKS:
         fc = Forecaster(**{**forecaster.get_params(), "lookback": lookback})
         table = fc.forecast(long_panel(bars))
-        for out, col in [("pred_return", "pred_return"), ("lower", "ret_q10"),
-                         ("upper", "ret_q90"), ("prob_up", "prob_up")]:  # fmt: skip
+        assert set(OUTPUTS) >= {"path_mean", "path_min", "path_max", "pred_vol", "prob_up"}
+        for out in OUTPUTS:
+            col = {"lower": "ret_q10", "upper": "ret_q90"}.get(out, out)
             got = getattr(signal, out)[(lookback, HORIZON, SAMPLES)]
             want = table[col].unstack("instrument").reindex(index=got.index, columns=got.columns)
             np.testing.assert_array_equal(got.to_numpy(), want.to_numpy())
@@ -128,10 +135,12 @@ def test_no_look_ahead(bars, forecaster, signal):
         sample_count=SAMPLES,
         forecaster=forecaster,
     )
-    base = signal.pred_return[(LOOKBACKS[0], HORIZON, SAMPLES)]
-    before = base.index < cut
-    np.testing.assert_array_equal(again.pred_return[before].to_numpy(), base[before].to_numpy())
-    assert not np.allclose(again.pred_return[~before].to_numpy(), base[~before].to_numpy())
+    for out in OUTPUTS:
+        base = getattr(signal, out)[(LOOKBACKS[0], HORIZON, SAMPLES)]
+        before = base.index < cut
+        moved = getattr(again, out)
+        np.testing.assert_array_equal(moved[before].to_numpy(), base[before].to_numpy())
+        assert not np.allclose(moved[~before].to_numpy(), base[~before].to_numpy())  # seen
 
 
 def test_short_series_is_all_warm_up(bars, forecaster):
