@@ -5,7 +5,8 @@ rank them, and compare with what happened (rank IC). Reads the Qlib provider fol
     python examples/forecast_panel.py --model /path/to/checkpoint --stocks 60 --dates 4
 
 Only bars at or before each decision date enter its forecast; the later bars are read for
-the comparison alone.
+the comparison alone. The chart (``--out``, default runs/forecast_panel.png) shows, for each
+date side by side, every stock's forecast against what happened, with its 10-90% band.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from kronos_alpha import Forecaster
+from kronos_alpha.files import save_figure
 from kronos_alpha.inference.settings import ForecastSettings
+from kronos_alpha.model.zoo import DEFAULT_DIR
 from kronos_alpha.sample_data import shared_folder  # noqa: E402
 
 DATA = shared_folder() / "data" / "cn_daily_2010_2022"
@@ -47,6 +50,41 @@ def read_stock(root: Path, code: str, calendar: pd.DatetimeIndex) -> pd.DataFram
     return pd.DataFrame(cols).astype(float)
 
 
+def chart(table: pd.DataFrame, bands: list[str], h: int, source: str):
+    """One panel per decision date: each stock's predicted h-day return (with its band of
+    sampled returns) against the realised one; the rank IC in the panel's title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    days = list(table.groupby(level="datetime"))
+    fig, axes = plt.subplots(1, len(days), figsize=(3.6 * len(days) + 1, 4.2), sharey=True,
+                             squeeze=False)  # fmt: skip
+    lo, hi = bands
+    for ax, (t, day) in zip(axes[0], days, strict=True):
+        day = day.dropna(subset=["pred_return", "realised"])
+        ic = day["pred_return"].corr(day["realised"], method="spearman")
+        x = day["pred_return"].to_numpy()
+        err = np.abs(np.vstack([x - day[lo].to_numpy(), day[hi].to_numpy() - x]))
+        ax.errorbar(x, day["realised"], xerr=err, fmt="none", ecolor="#9ecae1", elinewidth=0.7,
+                    label=f"{lo[5:]}-{hi[5:]}% of sampled returns")  # fmt: skip
+        ax.scatter(x, day["realised"], s=14, color="#1f4e79", zorder=3, label="a stock")
+        ax.axhline(0, color="grey", linewidth=0.7)
+        ax.axvline(0, color="grey", linewidth=0.7)
+        ax.set_title(f"{t:%Y-%m-%d}: rank IC {ic:+.3f} ({len(day)} stocks)", fontsize=9)
+        ax.set_xlabel(f"predicted {h}-day return (mean path)", fontsize=8)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+        ax.grid(alpha=0.25)
+    axes[0, 0].set_ylabel(f"realised {h}-day return")
+    axes[0, 0].legend(loc="upper left", fontsize=7, framealpha=0.85)
+    fig.suptitle(f"CSI300 members, forecast at each date and what followed; model {source}",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -57,7 +95,10 @@ def main() -> int:
         "--dates", type=int, default=3, help="decision dates, 20 trading days apart (default 3)"
     )
     p.add_argument("--end", default="2022-10-31", help="last decision date (default 2022-10-31)")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--cache-dir", default=None, help="forecast cache (reruns are instant)")
+    p.add_argument(
+        "--out", default="runs/forecast_panel.png", help="the chart (default %(default)s)"
+    )
     args = p.parse_args()
     if not DATA.is_dir():
         print(f"skipped: the CSI300 data folder {DATA} is absent (see ../shared/data/README.md)")
@@ -99,6 +140,13 @@ def main() -> int:
             .round(4)
             .to_string()
         )
+    source = str(fc.source_)
+    if Path(source).resolve() == DEFAULT_DIR.resolve():
+        source = "the bundled default checkpoint (a demonstration, not Kronos-small)"
+    elif Path(source).is_dir():
+        source = Path(source).name  # a local folder: its name, not the machine's path
+    out = save_figure(args.out, chart(table, bands, h, source), dpi=90)
+    print(f"\nchart: {out}")
     return 0
 
 
