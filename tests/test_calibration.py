@@ -50,7 +50,7 @@ def gaussian_rows(n: int, seed: int, horizon: int = 5):
 
 def test_coverage_and_prob_up_come_out_right_on_a_known_distribution():
     table, y, _ = gaussian_rows(4000, seed=1)
-    cal = fit(table, y, 5, {}, "2030-01-01")
+    cal = fit(table, y, 5, {}, "2030-01-01", drift="fitted")  # the drift here is real
     assert cal.scale == "hist_vol"  # the only scale that tracks the outcome's spread
     assert cal.slope == pytest.approx(0, abs=0.15)  # ret_mean is noise: shrunk away
     test, y2, sigma = gaussian_rows(20000, seed=2)
@@ -69,8 +69,14 @@ def test_coverage_and_prob_up_come_out_right_on_a_known_distribution():
     true_q = 0.002 + sigma[:, None] * norm.ppf(grid_levels())[None, :]
     crps_cal = crps_quantiles(q, y2, grid_levels()).mean()
     assert crps_cal < 1.02 * crps_quantiles(true_q, y2, grid_levels()).mean()
-    narrow = fit(table, y, 5, {}, "2030-01-01", scales=("ret_std",))
+    narrow = fit(table, y, 5, {}, "2030-01-01", scales=("ret_std",), drift="fitted")
     assert crps_cal < crps_quantiles(narrow.quantile_grid(test), y2, grid_levels()).mean()
+    # the default drift "zero" centres the distribution on Kronos's (shrunk) mean, not the past's
+    zero = fit(table, y, 5, {}, "2030-01-01")
+    assert zero.drift == "zero" and np.median(zero.quantiles(test, [0.5])) == pytest.approx(
+        0, abs=3e-4
+    )
+    assert np.median(cal.quantiles(test, [0.5])) == pytest.approx(0.002, abs=1e-3)
 
 
 def test_fit_refuses_too_few_pairs_and_unknown_scales():

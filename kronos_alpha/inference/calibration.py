@@ -11,7 +11,12 @@ where Z's quantiles are the empirical quantiles of the standardised residuals
 (realised - centre) / scale on past decision dates (split-conformal: with exchangeable
 residuals the central interval of level a covers a of new outcomes). ``slope`` is the least
 squares slope of the realised return on ``ret_mean``, clipped to [0, 1]: a sample mean
-without skill is shrunk to the past mean instead of adding its noise. The scale is one of
+without skill is shrunk away instead of adding its noise. ``drift``: ``"zero"`` (the default)
+centres the residuals on their median and takes intercept = -slope * mean(ret_mean), so
+the location carries Kronos's skill and nothing else; ``"fitted"`` keeps the calibration
+span's mean return as a drift. Measured on CSI300 (fit 2019, test 2020-21): a bull year's
+mean 5-day return (+0.9%) carried into the next two years costs CRPS and Brier score, so
+zero drift is the default (README, "Calibrated uncertainty"). The scale is one of
 
 - ``ret_std``: the sampled horizon returns' spread;
 - ``pred_vol``: the sampled paths' bar volatility times sqrt(horizon) (all steps and
@@ -43,6 +48,7 @@ import pandas as pd
 from .settings import SettingsError, quantile_column
 
 SCALES = ("ret_std", "pred_vol", "hist_vol", "blend")
+DRIFTS = ("zero", "fitted")
 LEVELS = tuple(float(x) for x in np.round(np.linspace(0.005, 0.995, 199), 6))
 GRID = 99  # quantiles per row for CRPS: levels (i + 0.5) / GRID
 MIN_PAIRS = 40
@@ -100,6 +106,7 @@ class Calibrator:
     pairs: int
     settings: dict = field(default_factory=dict)  # the sampling settings it was fitted under
     scores: dict = field(default_factory=dict)  # held-out CRPS per scale considered
+    drift: str = "zero"
 
     # -- the calibrated distribution of each row ---------------------------------------------
     def centre(self, table: pd.DataFrame) -> np.ndarray:
@@ -226,17 +233,19 @@ class Calibrator:
 
 
 # -- fitting -----------------------------------------------------------------------------------
-def _fit_one(table: pd.DataFrame, y: np.ndarray, horizon: int, scale: str) -> dict:
+def _fit_one(table: pd.DataFrame, y: np.ndarray, horizon: int, scale: str, drift: str) -> dict:
     x = table["ret_mean"].to_numpy(np.float64)
     vx = x.var()
     slope = float(np.clip(np.cov(x, y, bias=True)[0, 1] / vx, 0.0, 1.0)) if vx > 0 else 0.0
-    intercept = float(y.mean() - slope * x.mean())
+    intercept = float((y.mean() if drift == "fitted" else 0.0) - slope * x.mean())
     raw = row_scale(table, scale, horizon)
     positive = raw[np.isfinite(raw) & (raw > 0)]
     floor = float(np.quantile(positive, 0.01)) if len(positive) else 1e-6
     floor = max(floor, 1e-8)
     s = np.maximum(np.nan_to_num(raw, nan=floor), floor)
     z = (y - intercept - slope * x) / s
+    if drift == "zero":
+        z = z - np.median(z)
     return {
         "scale": scale,
         "intercept": intercept,
@@ -245,6 +254,7 @@ def _fit_one(table: pd.DataFrame, y: np.ndarray, horizon: int, scale: str) -> di
         "z": tuple(float(v) for v in np.quantile(z, LEVELS)),
         "z_min": float(z.min()),
         "z_max": float(z.max()),
+        "drift": drift,
     }
 
 
@@ -255,6 +265,7 @@ def fit(
     settings: dict,
     realised_end,
     scales=SCALES,
+    drift: str = "zero",
 ) -> Calibrator:
     """Fit on forecast rows ``table`` (raw statistics) and their realised horizon returns.
 
@@ -270,6 +281,8 @@ def fit(
         )
     for s in scales:
         row_scale(table.iloc[:0], s, horizon)  # names an unknown scale
+    if drift not in DRIFTS:
+        raise SettingsError(f"calibration drift must be one of {DRIFTS}, got {drift!r}")
     times = table.index.get_level_values("datetime")
     scores = {}
     dates = times.unique().sort_values()
@@ -279,7 +292,7 @@ def fit(
         levels = grid_levels()
         for s in scales:
             part = Calibrator(
-                horizon, **_fit_one(table[early], y[early], horizon, s), first_date="",
+                horizon, **_fit_one(table[early], y[early], horizon, s, drift), first_date="",
                 last_date="", realised_end="", pairs=int(early.sum()),
             )  # fmt: skip
             q = part.quantiles(table[late], levels)
@@ -289,7 +302,7 @@ def fit(
     best = min(scores, key=scores.get) if scores else scales[0]
     return Calibrator(
         horizon,
-        **_fit_one(table, y, horizon, best),
+        **_fit_one(table, y, horizon, best, drift),
         first_date=str(times.min()),
         last_date=str(times.max()),
         realised_end=str(realised_end),

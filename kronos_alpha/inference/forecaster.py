@@ -386,18 +386,21 @@ class Forecaster:
         return frame
 
     # -- calibration -------------------------------------------------------------------------
-    def calibrate(self, panel, dates, tune: bool = False, grid=None, scales=SCALES) -> Forecaster:
+    def calibrate(
+        self, panel, dates, tune: bool = False, grid=None, scales=SCALES, drift: str = "zero"
+    ) -> Forecaster:
         """Fit the forecast distribution's calibration on past decision ``dates``: each is
         forecast and compared with its realised close[t + horizon] / close[t] - 1 (see
         ``kronos_alpha.inference.calibration`` for the method and why). The panel is cut at
         the latest date's outcome bar; a date whose outcome is not in the panel is refused.
         ``tune``: also choose (T, top_p) from ``grid`` (default ``TUNE_GRID``) by held-out
-        CRPS, and keep the best in ``self.settings``. Returns self; the fit is
+        CRPS, and keep the best in ``self.settings``. ``scales``: the candidate scales;
+        ``drift``: "zero" or "fitted" (the calibration span's mean return kept). Returns self; the fit is
         ``self.calibrator_`` and what it measured ``self.calibration_report_``."""
         from .realised import fit_calibration
 
         self.calibrator_, self.calibration_report_, settings = fit_calibration(
-            self, panel, dates, tune, grid, scales
+            self, panel, dates, tune, grid, scales, drift
         )
         vars(self)["settings"] = settings
         return self

@@ -79,7 +79,7 @@ TUNE_GRID = ((0.7, 0.9), (1.0, 0.9), (1.0, 1.0), (1.3, 1.0))  # (T, top_p)
 FIT_SETTINGS = ("T", "top_p", "top_k", "sample_count", "lookback", "clip")
 
 
-def fit_calibration(fc, panel, dates, tune: bool, grid, scales):
+def fit_calibration(fc, panel, dates, tune: bool, grid, scales, drift: str = "zero"):
     """The steps of ``Forecaster.calibrate``: (calibrator, report, settings to keep)."""
     import warnings
 
@@ -96,7 +96,7 @@ def fit_calibration(fc, panel, dates, tune: bool, grid, scales):
         y = realised_returns(cut.panel, table.index, s.horizon)
         settings = trial.settings
         cal = fit(table, y, s.horizon, {k: getattr(settings, k) for k in FIT_SETTINGS},
-                  cut.realised_end, scales)  # fmt: skip
+                  cut.realised_end, scales, drift)  # fmt: skip
         fits[(T, top_p)] = (cal, settings, trial.report, int(np.isnan(y).sum()), len(y))
 
     def held_out(key):  # the best scale's CRPS on the later half of the dates
@@ -115,6 +115,7 @@ def fit_calibration(fc, panel, dates, tune: bool, grid, scales):
         "skipped": report.get("skipped", {}),
         "scale": cal.scale,
         "slope": cal.slope,
+        "drift": cal.drift,
         "heldout_crps_by_scale": cal.scores,
         "T": settings.T,
         "top_p": settings.top_p,
