@@ -57,7 +57,7 @@ from .device import auto_device, check_device, torch_dtype
 from .embedding import embed_bars, embedding_columns
 from .generation import uniforms_for_seeds, window_seed
 from .panel import FEATURE_COLS, split_panel
-from .runner import Job, run_windows
+from .runner import Job, run_report, run_windows
 from .settings import ForecastSettings, check_horizon
 
 RELOAD = {"device", "dtype", "max_context"}  # settings that change the loaded model
@@ -263,30 +263,6 @@ class Forecaster:
         counts = {"requested": requested, "skipped": skipped, "lookback": lookback}
         return series, windows, futures, calendar_used, counts | {"min_history": min_history}
 
-    def _report(self, series, windows, counts, outcome, calendar, start) -> dict:
-        loaded, skipped = self._loaded, counts["skipped"]
-        return {
-            "requested": counts["requested"],
-            "computed": len(windows) - outcome.from_cache,
-            "computed_by_this_rank": outcome.computed_here,
-            "from_cache": outcome.from_cache,
-            "skipped": dict(skipped),
-            "skipped_total": int(sum(skipped.values())),
-            "suspended_bars_dropped": int(sum(x.dropped for x in series.values())),
-            "suspended_bars_filled": int(sum(x.filled for x in series.values())),
-            "ohlc_inconsistent_bars": int(sum(x.inconsistent for x in series.values())),
-            "cache_corrupt_recomputed": outcome.corrupt,
-            "lookback": counts["lookback"],
-            "min_history": counts["min_history"],
-            "max_context": loaded.max_context,
-            "model": loaded.source,
-            "device": str(loaded.device),
-            "dtype": str(loaded.dtype).replace("torch.", ""),
-            "world_size": distributed.world_size(),
-            "calendar": calendar,
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-
     def forecast(self, panel, dates=None) -> pd.DataFrame:
         """Forecast table indexed by (datetime = decision time t, instrument).
 
@@ -353,7 +329,7 @@ class Forecaster:
                 )
             self.calibrated_returns_ = pd.DataFrame(cal.quantile_grid(table), index=table.index)
             table = cal.apply(table, s.quantiles)
-        self.report = self._report(series, windows, counts, outcome, calendar, start)
+        self.report = run_report(self._loaded, series, windows, counts, outcome, calendar, start)
         self.report["calibrated"] = cal is not None
         return table
 
@@ -382,7 +358,7 @@ class Forecaster:
         values = np.stack(outcome.results) if windows else np.zeros((0, width), np.float32)
         cols = embedding_columns(st.model.d_model)
         frame = pd.DataFrame(values.astype(np.float32), index=index, columns=cols)
-        self.report = self._report(series, windows, counts, outcome, None, start)
+        self.report = run_report(self._loaded, series, windows, counts, outcome, None, start)
         return frame
 
     # -- calibration -------------------------------------------------------------------------

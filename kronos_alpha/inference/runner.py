@@ -8,6 +8,7 @@ into batches that fit in memory, and stores each batch as it finishes.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -119,3 +120,29 @@ def compute_all(loaded, settings, windows, seeds, lookback: int, job: Job, store
         store(members, list(arrays))
         bar.update(len(members))
     bar.close()
+
+
+def run_report(loaded, series, windows, counts, outcome, calendar, start) -> dict:
+    """What a forecast or embed call did (``Forecaster.report``)."""
+    skipped = counts["skipped"]
+    return {
+        "requested": counts["requested"],
+        "computed": len(windows) - outcome.from_cache,
+        "computed_by_this_rank": outcome.computed_here,
+        "from_cache": outcome.from_cache,
+        "skipped": dict(skipped),
+        "skipped_total": int(sum(skipped.values())),
+        "suspended_bars_dropped": int(sum(x.dropped for x in series.values())),
+        "suspended_bars_filled": int(sum(x.filled for x in series.values())),
+        "ohlc_inconsistent_bars": int(sum(x.inconsistent for x in series.values())),
+        "cache_corrupt_recomputed": outcome.corrupt,
+        "lookback": counts["lookback"],
+        "min_history": counts["min_history"],
+        "max_context": loaded.max_context,
+        "model": loaded.source,
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "world_size": distributed.world_size(),
+        "calendar": calendar,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
