@@ -159,3 +159,156 @@ def test_threads_are_chosen_reported_and_overridable(tmp_path, capsys, monkeypat
     )
     report = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert report["threads"] == 1 and report["threads_chosen"] == "--threads"
+
+
+# -- calibration: fit on past dates, save, load, refuse ------------------------------------------
+CAL_ARGS = ["--lookback", "16", "--horizon", "3", "--samples", "4", "--calendar", "business",
+            "--chart", "", "-q", "--threads", "1"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A random tiny model and tokenizer saved as folders, and a CSV of two instruments' bars."""
+    import torch
+    from conftest import TINY_MODEL, TINY_TOKENIZER, make_panel
+
+    from kronos_alpha import Kronos, KronosTokenizer
+
+    root = tmp_path_factory.mktemp("cli_calibration")
+    torch.manual_seed(0)
+    Kronos(**TINY_MODEL).eval().save_pretrained(root / "model")
+    KronosTokenizer(**TINY_TOKENIZER).eval().save_pretrained(root / "tokenizer")
+    panel = make_panel(2, 120, names=["AAA", "BBB"], seed=4, sigma=0.015)
+    long = pd.concat({n: df for n, df in panel.items()}, names=["ticker", "date"]).reset_index()
+    long.to_csv(root / "bars.csv", index=False)
+    model = ["--model", str(root / "model"), "--tokenizer", str(root / "tokenizer")]
+    return root, panel, ["-i", str(root / "bars.csv"), *model, *CAL_ARGS]
+
+
+def forecast_cli(argv, capsys) -> tuple[int, dict | None, str]:
+    import json
+
+    code = main(["forecast", *argv])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    return code, (json.loads(last) if last.startswith("{") else None), err
+
+
+def test_forecast_calibrates_on_a_date_range_saves_and_loads_the_calibrator(
+    tiny_run, tmp_path, capsys
+):
+    import json
+
+    from kronos_alpha.inference.calibration import Calibrator
+    from kronos_alpha.inference.forecaster import Forecaster
+
+    root, panel, base = tiny_run
+    times = next(iter(panel.values())).index
+    span = f"{times[20]:%Y-%m-%d}:{times[80]:%Y-%m-%d}"
+    out, saved = tmp_path / "fit.csv", tmp_path / "cal.json"
+    argv = [*base, "--last", "5", "--out", str(out), "--calibrate-dates", span]
+    code, report, err = forecast_cli([*argv, "--save-calibrator", str(saved)], capsys)
+    assert code == 0, err
+    cal = report["calibration"]
+    assert report["calibrated"] is True and cal["calibrated"] and cal["source"] == "fitted"
+    assert cal["first_date"] == str(times[20]) and cal["last_date"] == str(times[80])
+    assert cal["realised_end"] == str(times[83]) and cal["pairs"] == 2 * 61 and cal["dates"] == 61
+    assert cal["scale"] in ("ret_std", "pred_vol", "hist_vol", "blend") and cal["horizon"] == 3
+    assert (
+        f"calibration: fitted, scale {cal['scale']}, decision dates {times[20]:%Y-%m-%d} .. " in err
+    )
+    # the table: calibrated columns and the raw_ ones, equal to the library's for the same fit
+    got = pd.read_csv(out, index_col=[0, 1], parse_dates=[0])
+    assert {"ret_q10", "raw_ret_q10", "prob_up", "raw_prob_up", "ret_std", "raw_ret_std"} <= set(
+        got
+    )
+    fc = Forecaster(str(root / "model"), str(root / "tokenizer"), lookback=16, horizon=3,
+                    sample_count=4, calendar="business", progress=False)  # fmt: skip
+    want = fc.calibrate(panel, times[20:81]).forecast(panel, times[-5:])
+    np.testing.assert_allclose(got[want.columns].to_numpy(), want.to_numpy(), rtol=1e-12)
+    assert not np.allclose(got["ret_q10"], got["raw_ret_q10"])
+    assert Calibrator.load(saved) == fc.calibrator_ and report["calibrator_saved"] == str(saved)
+    assert json.loads(saved.read_text())["format"] == "kronos-alpha calibrator"
+    # the saved calibrator, loaded: the same table, and the report names the file
+    loaded = tmp_path / "loaded.csv"
+    code, report, err = forecast_cli(
+        [*base, "--last", "5", "--out", str(loaded), "--calibrator", str(saved)], capsys
+    )
+    assert code == 0, err
+    assert report["calibration"]["source"] == str(saved) and report["calibration"]["pairs"] == 122
+    pd.testing.assert_frame_equal(
+        pd.read_csv(loaded, index_col=[0, 1]), pd.read_csv(out, index_col=[0, 1])
+    )
+    # without calibration the report says so and the table has no raw_ columns
+    code, report, _ = forecast_cli([*base, "--out", str(tmp_path / "raw.csv")], capsys)
+    assert code == 0 and report["calibration"] == {"calibrated": False}
+    assert not [c for c in pd.read_csv(tmp_path / "raw.csv").columns if c.startswith("raw_")]
+
+
+def test_calibrate_every_alone_ends_before_the_first_forecast_date(tiny_run, tmp_path, capsys):
+    _, panel, base = tiny_run
+    times = next(iter(panel.values())).index
+    first = times[-10]  # forecasts at the last 10 bars: outcomes up to `first` only
+    for every in (1, 3):
+        argv = [*base, "--last", "10", "--out", str(tmp_path / "f.csv")]
+        code, report, err = forecast_cli([*argv, "--calibrate-every", str(every)], capsys)
+        assert code == 0, err
+        cal = report["calibration"]
+        requested = times[
+            : len(times) - 10 - 3 + 1 : every
+        ]  # bar 0 .. the last realised by `first`
+        assert cal["dates"] == len(requested) and cal["last_date"] == str(requested[-1])
+        assert cal["first_date"] == str(requested[requested >= times[15]][0])  # warm-up skipped
+        assert "inside the calibration span" not in err  # out of sample: no warning
+        if every == 1:  # the outcome of the last date is the first decision's bar, no later
+            assert cal["realised_end"] == str(first)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--calibrate-dates", "2020-02-03:"], None),  # the open end: fine (contrast)
+        (
+            ["--calibrate-dates", "2020-02-03:2020-06-16"],
+            "decision date 2020-06-12 00:00:00 has no realised 3-bar return",
+        ),
+        (["--calibrate-dates", "2020-02-03"], "--calibrate-dates must be START:END"),
+        (["--calibrate-dates", "2020-03-02:2020-02-03"], "START 2020-03-02 00:00:00 is after END"),
+        (["--calibrate-every", "0"], "--calibrate-every must be at least 1"),
+        (["--save-calibrator", "x.json"], "--save-calibrator needs a calibration"),
+        (["--tune"], "--tune needs a calibration"),
+        (["--calibrator", "x.json", "--calibrate-every", "2"], "give one or the other"),
+        (["--calibrator", "nope.json"], "calibrator file not found: nope.json"),
+    ],
+)
+def test_refused_calibrations_exit_1_with_the_message(tiny_run, tmp_path, capsys, extra, message):
+    _, panel, base = tiny_run
+    out = tmp_path / "f.csv"
+    code, _, err = forecast_cli([*base, "--out", str(out), *extra], capsys)
+    if message is None:
+        assert code == 0, err
+        return
+    assert code == 1 and message in err, err
+    line = [x for x in err.strip().splitlines() if "error:" in x]
+    assert len(line) == 1 and line[0].startswith("kronos-alpha forecast: error: ")
+    assert not out.exists()
+
+
+def test_a_calibrator_for_another_horizon_is_refused(tiny_run, tmp_path, capsys):
+    _, panel, base = tiny_run
+    saved = tmp_path / "h3.json"
+    argv = [*base, "--out", str(tmp_path / "a.csv"), "--calibrate-every", "2"]
+    assert forecast_cli([*argv, "--save-calibrator", str(saved)], capsys)[0] == 0
+    argv = [*base, "--horizon", "5", "--out", str(tmp_path / "b.csv"), "--calibrator", str(saved)]
+    code, _, err = forecast_cli(argv, capsys)
+    assert code == 1 and "fitted for horizon 3, the forecaster's horizon is 5" in err
+    assert not (tmp_path / "b.csv").exists()
+
+
+def test_the_charts_title_gives_the_calibrated_band_beside_the_samples():
+    from kronos_alpha.cli.forecast import calibrated_note
+
+    rows = pd.DataFrame({"ret_q10": [-0.0564], "ret_q90": [0.0614], "prob_up": [0.476]})
+    assert calibrated_note(rows) == ""  # raw: the chart's own sample figures only
+    rows["raw_prob_up"] = 0.45
+    assert calibrated_note(rows) == " (calibrated: 10-90% [-5.64%, +6.14%], P(up) 48%)"

@@ -1,5 +1,12 @@
 """``kronos-alpha forecast``: bars from a CSV/parquet file (or the bundled sample) -> a
-forecast table and a PNG chart."""
+forecast table and a PNG chart.
+
+Calibration (``Forecaster.calibrate``): ``--calibrate-dates START:END`` and/or
+``--calibrate-every N`` choose past decision dates of the input to fit on, ``--calibrator
+PATH`` loads a saved fit instead, ``--save-calibrator PATH`` writes the fit (JSON). The table
+then holds the calibrated ret_qNN / ret_median / ret_std / prob_up and the raw_* sample
+statistics; the JSON report's ``calibration`` says whether, which scale and which span.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from kronos_alpha.inference.panel import TIME_COLUMNS
 from kronos_alpha.inference.settings import ForecastSettings
 
 from . import DefaultsHelpFormatter
+from .calibration import add_calibration_args, calibrate_from_args, check_calibration_args
 
 INSTRUMENT_COLS = ("instrument", "ticker", "symbol", "code")
 # The command's defaults are ForecastSettings' except one: a one-off forecast of a few windows
@@ -87,6 +95,7 @@ def register(sub) -> None:
         help="torch threads (default: the cores not busy now, at least 1; on a busy 2-core "
         "machine two threads can run 20x slower than one)",
     )  # fmt: skip
+    add_calibration_args(p)
     p.set_defaults(func=run)
 
 
@@ -119,6 +128,17 @@ def model_label(source: str) -> str:
             else path.name
         )
     return str(source)
+
+
+def calibrated_note(rows) -> str:
+    """The chart title's calibrated figures (its own are the drawn samples'), or ''."""
+    if "raw_prob_up" not in rows or not {"ret_q10", "ret_q90"} <= set(rows):
+        return ""
+    r = rows.iloc[-1]
+    return (
+        f" (calibrated: 10-90% [{r['ret_q10']:+.2%}, {r['ret_q90']:+.2%}], "
+        f"P(up) {r['prob_up']:.0%})"
+    )
 
 
 def settings_from(args) -> ForecastSettings:
@@ -176,6 +196,7 @@ def run(args) -> int:
     from kronos_alpha.inference.panel import split_panel
 
     settings = settings_from(args)  # a bad setting fails before any data is read
+    check_calibration_args(args)
     threads, why = choose_threads(args.threads)
     import torch
 
@@ -191,11 +212,9 @@ def run(args) -> int:
     if settings.calendar is None and not args.input:
         settings = settings.replace(calendar=SAMPLE_CALENDAR)
     fc = Forecaster(model=args.model, tokenizer=args.tokenizer, settings=settings)
-    if args.date:
-        dates = args.date
-    else:
-        times = pd.DatetimeIndex(sorted(set().union(*(df.index for df in frames.values()))))
-        dates = times[-max(1, args.last) :]
+    times = pd.DatetimeIndex(sorted(set().union(*(df.index for df in frames.values()))))
+    dates = args.date if args.date else times[-max(1, args.last) :]
+    calibration = calibrate_from_args(args, fc, frames, times, dates)
     table = fc.forecast(frames, dates=dates)
     if distributed.rank() != 0:
         return 0
@@ -215,7 +234,10 @@ def run(args) -> int:
             .round(5)
             .to_string()
         )
-    report = {"table": str(out), **fc.report, "threads": threads, "threads_chosen": why}
+    report = {"table": str(out), **fc.report, "threads": threads, "threads_chosen": why,
+              "calibration": calibration}  # fmt: skip
+    if args.save_calibrator:
+        report["calibrator_saved"] = str(args.save_calibrator)
     print(json.dumps(report, default=str), file=sys.stderr)
     if args.chart:
         import matplotlib
@@ -241,7 +263,7 @@ def run(args) -> int:
             hist,
             future,
             paths,
-            title=f"{name} at {t:%Y-%m-%d %H:%M}".replace(" 00:00", ""),
+            title=f"{name} at {t:%Y-%m-%d %H:%M}".replace(" 00:00", "") + calibrated_note(rows),
             context=args.context,
             actual=after,
             ylabel="price (as given)"
@@ -249,6 +271,8 @@ def run(args) -> int:
             else "price (USD, split- and dividend-adjusted)",
         )
         label = f"model: {model_label(fc.source_)}"
+        if calibration["calibrated"]:  # the chart draws the sampled paths, the table more
+            label += f"; paths and fan: raw samples (calibration scale {calibration['scale']})"
         fig.text(0.99, 0.01, label, ha="right", va="bottom", fontsize=7, color="grey")
         save_figure(args.chart, fig)
         print(f"chart: {args.chart}", file=sys.stderr)
