@@ -17,6 +17,10 @@ traded):
   residual top-K   long-only top 50 of the signal residualised on beta/size/momentum/vol/liquidity
   neutral L/S      cvxpy long-short book, |factor exposure| <= 0.05, |w| <= 2%, gross 1, net 0,
                    turnover <= 0.5 per weekly rebalance, Qlib shrinkage covariance
+
+Writes each book's report, comparison.md and comparison.png (side by side: the books'
+cumulative net returns against CSI300, and each book's mean |realised factor exposure|) under
+--out (default runs/strategies_neutralization).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from kronos_alpha.strategies import (
 from kronos_alpha.strategies.evaluation import markdown_table
 from kronos_alpha.strategies.panel import load_panel
 
+from kronos_alpha.charts import date_axis
+from kronos_alpha.files import save_figure, write_text
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cn_daily_2010_2022"
 
 
@@ -45,6 +52,43 @@ def baseline_signal(panel: pd.DataFrame) -> pd.Series:
     traded = panel["volume"].unstack() > 0
     rev = -(close / close.shift(5) - 1)
     return rev.where(traded).stack().dropna().rename("score")
+
+
+def chart(evs: dict, exp_table: pd.DataFrame, title: str):
+    """Side by side: each book's cumulative net return with CSI300's, and each book's mean
+    |realised exposure| per factor (grouped bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.6), width_ratios=[1.5, 1])
+    colours = dict(zip(evs, plt.get_cmap("tab10").colors, strict=False))
+    for name, ev in evs.items():
+        wealth = (1 + ev.returns["net"].fillna(0.0)).cumprod() - 1
+        left.plot(wealth.index, wealth, label=f"{name} (net)", color=colours[name], linewidth=1.3)
+    bench = (1 + next(iter(evs.values())).returns["benchmark"].fillna(0.0)).cumprod() - 1
+    left.plot(bench.index, bench, label="CSI300", color="black", linewidth=1.0, linestyle="--")
+    left.axhline(0, color="grey", linewidth=0.6)
+    left.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    left.set_ylabel("cumulative return")
+    left.set_title("cumulative return after costs", fontsize=10)
+    date_axis(left)
+    left.grid(alpha=0.25)
+    left.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    width = 0.8 / exp_table.shape[1]
+    x = range(len(exp_table))
+    for i, name in enumerate(exp_table.columns):
+        right.bar([k + (i - (exp_table.shape[1] - 1) / 2) * width for k in x], exp_table[name],
+                  width, label=name, color=colours[name])  # fmt: skip
+    right.set_xticks(list(x), list(exp_table.index), fontsize=8)
+    right.set_ylabel("mean |exposure| (z-score x weight)")
+    right.set_title("realised factor exposure of each book", fontsize=10)
+    right.grid(alpha=0.25, axis="y")
+    right.legend(loc="upper left", fontsize=8, framealpha=0.85)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def main() -> None:
@@ -57,7 +101,7 @@ def main() -> None:
     ap.add_argument("--start", default="2019-01-01")
     ap.add_argument("--end", default="2022-12-30")
     ap.add_argument("--topk", type=int, default=50)
-    ap.add_argument("--out", default="strategies_neutralization_report")
+    ap.add_argument("--out", default="runs/strategies_neutralization", help="report folder")
     args = ap.parse_args()
 
     panel, bench = load_panel(args.provider_uri, "csi300", "2018-03-01", args.end)
@@ -101,10 +145,10 @@ def main() -> None:
             signal,
         ),
     }
-    rows, exp_rows = {}, {}
+    rows, exp_rows, evs = {}, {}, {}
     out = Path(args.out)
     for name, (w, sig) in books.items():
-        ev = evaluate(w, panel, bench, signal=sig, column="score", exposures=exposures)
+        ev = evs[name] = evaluate(w, panel, bench, signal=sig, column="score", exposures=exposures)
         write_report(ev, out / name.replace(" ", "_").replace("/", ""), title=f"{label}: {name}")
         s = ev.summary
         rows[name] = {
@@ -139,10 +183,16 @@ def main() -> None:
         f"{bench_perf['annual_volatility']:.4f}, sharpe {bench_perf['sharpe']:.4f}, max dd "
         f"{bench_perf['max_drawdown']:.4f}"
     )
-    (out / "comparison.md").write_text(
+    write_text(
+        out / "comparison.md",
         f"# {label}, CSI300 {args.start}..{args.end}\n\n{markdown_table(table)}\n\n"
-        f"## mean |realised exposure|\n\n{markdown_table(exp_table)}\n"
+        f"## mean |realised exposure|\n\n{markdown_table(exp_table)}\n\n"
+        "![the books side by side](comparison.png)\n",
     )
+    fig = chart(
+        evs, exp_table, f"{label}, CSI300 {args.start}..{args.end}, costs 10 bp per unit traded"
+    )
+    save_figure(out / "comparison.png", fig, dpi=80)
     print(f"\nreports in {out}/")
 
 
