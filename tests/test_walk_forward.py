@@ -149,12 +149,14 @@ def _config(provider: Path, out: Path) -> dict:
             "num_boost_round": 40,
             "early_stopping_rounds": 3,
             "params": {"lambda_l1": 0.0, "lambda_l2": 1.0, "num_leaves": 7, "learning_rate": 0.1},
+            "kronos_features": {"components": 2},
         },
         "kronos": {
             "model": str(FIXTURE / "model"),
             "tokenizer": str(FIXTURE / "tokenizer"),
             "lookback": 30,
             "sample_count": 3,
+            "calibration": {"days": 100},
         },
         "finetune": {
             "enabled": True,

@@ -128,9 +128,20 @@ def _member_rows(data: Data, index: pd.MultiIndex) -> np.ndarray:
     return m.reindex(index).fillna(False).to_numpy(dtype=bool)
 
 
-def fit_lgb(cfg: dict, data: Data, frames: dict, win: dict) -> tuple[str, dict]:
+def design(feature: pd.DataFrame, index: pd.MultiIndex, extra: pd.DataFrame | None = None):
+    """The model's input rows: Alpha158 columns, then the ``extra`` columns (Kronos features)."""
+    X = feature.reindex(index)
+    if extra is not None:
+        X = pd.concat([X, extra.reindex(index)], axis=1)
+    return X
+
+
+def fit_lgb(
+    cfg: dict, data: Data, frames: dict, win: dict, extra: pd.DataFrame | None = None
+) -> tuple[str, dict]:
     """LightGBM fitted on the train segment's member rows, early-stopped on the valid segment:
-    (the booster's model text, a summary of the fit)."""
+    (the booster's model text, a summary of the fit). With ``extra`` (more feature columns by
+    (datetime, instrument)) only the rows that have them are used, and they join Alpha158."""
     import lightgbm as lgb
 
     lg = cfg["lightgbm"]
@@ -140,7 +151,9 @@ def fit_lgb(cfg: dict, data: Data, frames: dict, win: dict) -> tuple[str, dict]:
         a, b = win[seg]
         y = label.loc[a:b]
         y = y[_member_rows(data, y.index)]
-        X = feature.reindex(y.index)
+        if extra is not None:
+            y = y[y.index.isin(extra.index)]
+        X = design(feature, y.index, extra)
         seen.update(y.to_numpy().tobytes() + X.to_numpy().tobytes())
         sets.append(lgb.Dataset(X.to_numpy(), label=y.to_numpy(), free_raw_data=True))
     params = {**LGB_PARAMS, **lg["params"], "num_threads": cfg["num_threads"]}
@@ -156,6 +169,7 @@ def fit_lgb(cfg: dict, data: Data, frames: dict, win: dict) -> tuple[str, dict]:
     info = {
         "fitted_in_window": win["index"],
         "best_iteration": int(booster.best_iteration),
+        "features": int(X.shape[1]),
         "train_rows": int(sets[0].num_data()),
         "valid_rows": int(sets[1].num_data()),
         "train_label_end": str(win["train"][1].date()),

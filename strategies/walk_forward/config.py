@@ -15,9 +15,16 @@ MODELS = (
     "reversal_5d",
     "momentum_20d",
     "lgb_alpha158",
+    "lgb_alpha158_kronos",
     "kronos_zero_shot",
+    "kronos_calibrated",
     "kronos_finetuned",
+    "kronos_finetuned_calibrated",
 )
+CALIBRATED = {
+    "kronos_calibrated": "kronos_zero_shot",
+    "kronos_finetuned_calibrated": "kronos_finetuned",
+}
 
 DEFAULTS = {
     "output_dir": "runs/walk_forward",
@@ -61,6 +68,11 @@ DEFAULTS = {
         "num_boost_round": 200,
         "early_stopping_rounds": 20,
         "params": {},
+        # lgb_alpha158_kronos: Alpha158 + kronos_features() (needs kronos.enabled). Its train /
+        # valid rows are the dates every ``every`` bars on the decision grid's phase (None:
+        # windows.decision_every) that have a Kronos forecast; components > 0 adds that many
+        # principal components of the embedding, the PCA fitted on the train segment only
+        "kronos_features": {"enabled": True, "components": 0, "every": None},
     },
     "kronos": {  # model, tokenizer, history_bars: walk-forward's; the rest: ForecastSettings
         "enabled": True,
@@ -74,6 +86,10 @@ DEFAULTS = {
         "batch_size": None,
         "calendar": None,  # future bar times (None: data.region's exchange, else the codes')
         "history_bars": None,  # bars before a window given to the forecaster (None: 3 x lookback + 60)
+        # kronos_calibrated (and kronos_finetuned_calibrated): each window calibrates on the
+        # decision-grid dates of the last ``days`` bars whose outcomes are realised before its
+        # test starts (Forecaster.calibrate; ``tune`` also picks T and top_p)
+        "calibration": {"enabled": True, "days": 250, "tune": False},
     },
     "finetune": {
         "enabled": False,
@@ -134,6 +150,7 @@ def load_config(config) -> dict:
             forecast_settings(cfg)  # checked here, before any data is loaded
         except SettingsError as exc:
             raise WalkForwardConfigError(f"kronos.{exc}") from None
+    _check_blocks(cfg)
     if cfg["finetune"]["enabled"] and not k["enabled"]:
         raise WalkForwardConfigError("finetune.enabled needs kronos.enabled")
     h = w["horizon"]
@@ -146,6 +163,34 @@ def load_config(config) -> dict:
     if cfg["portfolio"]["topk"] < 1:
         raise WalkForwardConfigError("portfolio.topk must be positive")
     return cfg
+
+
+def _check_blocks(cfg: dict) -> None:
+    """The calibration and Kronos-feature blocks (no ForecastSettings fields of their own)."""
+    c, f = cfg["kronos"]["calibration"], cfg["lightgbm"]["kronos_features"]
+    for name, block, key in (("kronos.calibration", c, "enabled"),
+                             ("kronos.calibration", c, "tune"),
+                             ("lightgbm.kronos_features", f, "enabled")):  # fmt: skip
+        if not isinstance(block[key], bool):
+            raise WalkForwardConfigError(f"{name}.{key} must be true or false, got {block[key]!r}")
+    step = cfg["windows"]["decision_every"]
+    if not _count(c["days"]) or c["days"] < 2 * step:
+        raise WalkForwardConfigError(
+            f"kronos.calibration.days must be an integer >= 2 x windows.decision_every "
+            f"({2 * step}), got {c['days']!r}"
+        )
+    if not _count(f["components"], zero=True):
+        raise WalkForwardConfigError(
+            f"lightgbm.kronos_features.components must be an integer >= 0, got {f['components']!r}"
+        )
+    if f["every"] is not None and not _count(f["every"]):
+        raise WalkForwardConfigError(
+            f"lightgbm.kronos_features.every must be a positive integer or null, got {f['every']!r}"
+        )
+
+
+def _count(v, zero: bool = False) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= (0 if zero else 1)
 
 
 def forecast_settings(cfg: dict, cache_dir=None) -> ForecastSettings:
@@ -185,7 +230,13 @@ def model_paths(cfg: dict) -> tuple[str, str]:
 
 def enabled_models(cfg: dict) -> list[str]:
     on = {name: bool(cfg["baselines"][name]) for name in MODELS[:3]}
-    on["lgb_alpha158"] = bool(cfg["lightgbm"]["enabled"])
-    on["kronos_zero_shot"] = bool(cfg["kronos"]["enabled"])
+    lg, k = cfg["lightgbm"], cfg["kronos"]
+    on["lgb_alpha158"] = bool(lg["enabled"])
+    on["lgb_alpha158_kronos"] = bool(
+        lg["enabled"] and k["enabled"] and lg["kronos_features"]["enabled"]
+    )
+    on["kronos_zero_shot"] = bool(k["enabled"])
     on["kronos_finetuned"] = bool(cfg["finetune"]["enabled"])
+    for name, raw in CALIBRATED.items():
+        on[name] = on[raw] and bool(k["calibration"]["enabled"])
     return [m for m in MODELS if on[m]]

@@ -35,11 +35,12 @@ class Forecasters:
 
 
 def kronos_forecast(cfg: dict, data: Data, forecaster, win: dict, index: pd.MultiIndex):
-    """(pred_return, sampled h-bar returns (rows as pred_return, one column per sample), the
+    """(forecast table, h-bar returns (rows as the table, one column per member), the
     forecaster's report) from a panel cut at the window's last decision date (and
-    ``history_bars`` bars before its first). Each date's future bar times come from the
-    settings' calendar (``forecast_settings``), not from the later dates' rows, so every
-    date's forecast is the one a panel cut at that date gives."""
+    ``history_bars`` bars before its first). The members are the sampled returns, or for a
+    calibrated forecaster its 99 calibrated quantiles (``calibrated_returns_``). Each date's
+    future bar times come from the settings' calendar (``forecast_settings``), not from the
+    later dates' rows, so every date's forecast is the one a panel cut at that date gives."""
     k = cfg["kronos"]
     extra = k["history_bars"] or 3 * k["lookback"] + 60
     first = data.calendar.get_loc(win["dates"][0])
@@ -47,7 +48,9 @@ def kronos_forecast(cfg: dict, data: Data, forecaster, win: dict, index: pd.Mult
     names = index.get_level_values("instrument").unique()
     panel = data.cut(win["dates"][-1], start, names)
     table = forecaster.forecast(panel, win["dates"])
-    return table["pred_return"], forecaster.sample_returns_, dict(forecaster.report)
+    calibrated = getattr(forecaster, "calibrator_", None) is not None
+    members = forecaster.calibrated_returns_ if calibrated else forecaster.sample_returns_
+    return table, members, dict(forecaster.report)
 
 
 def finetune_window(cfg: dict, data: Data, win: dict, out: Path) -> dict:
@@ -110,4 +113,5 @@ def _finetune_info(res: dict, win: dict) -> dict:
         "val_loss_before": pred.get("val_loss_before"),
         "val_loss_best": pred.get("val_loss_best"),
         "data_end": str(win["valid"][1].date()),
+        "train_end": str(win["train"][1].date()),  # the last bar it learned from
     }

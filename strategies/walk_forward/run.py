@@ -1,10 +1,12 @@
 """The run: every window computed (or read back), then the report.
 
 Resuming: each finished window is a folder ``windows/wNNN_YYYYMMDD/`` of plain files, no
-pickle: ``signals.parquet``, ``hist_vol.parquet``, ``samples_<model>.parquet`` (one column per
-sampled path), ``lgb_model.txt`` (LightGBM's own model text, when the window fitted one) and,
-written last, ``result.json`` (the window's segments and dates, fit summaries, forecaster
-reports, seconds). A window is finished when its ``result.json`` exists. Every window, computed
+pickle: ``signals.parquet``, ``hist_vol.parquet``, ``prob_up.parquet`` (each Kronos model's
+P(R > 0)), ``samples_<model>.parquet`` (one column per sampled path; for a calibrated model its
+99 calibrated quantiles), ``lgb_model.txt`` / ``lgbk_model.txt`` (LightGBM's own model text
+of lgb_alpha158 / lgb_alpha158_kronos, when the window fitted one) and, written last,
+``result.json`` (the window's segments and dates, fit summaries with each calibrator as its
+JSON and the embedding PCA as plain numbers, forecaster reports, seconds). A window is finished when its ``result.json`` exists. Every window, computed
 now or earlier, is read back from its folder before it enters the report, so a resumed run
 reports exactly what an uninterrupted one does.
 """
@@ -21,7 +23,9 @@ import pandas as pd
 from kronos_alpha.files import open_run, remove_stale_parts, write_json, write_parquet, write_text
 
 from .baselines import alpha158_frames, fit_lgb, hist_vol, load_booster, price_signals
+from .calibration import calibrate_window
 from .config import (
+    CALIBRATED,
     WalkForwardConfigError,
     enabled_models,
     forecast_settings,
@@ -30,9 +34,11 @@ from .config import (
 )
 from .data import Data
 from .kronos import Forecasters, finetune_window, kronos_forecast
+from .stacked import KronosRows, fit_lgb_kronos, predict_lgb_kronos
 from .windows import rolling_windows
 
 RESULT = "result.json"
+MODEL_TEXTS = ("lgb_model", "lgbk_model")  # LightGBM model texts: lgb_alpha158, lgb_alpha158_kronos
 
 
 def _check_resumable(cfg: dict, out: Path) -> None:
@@ -49,36 +55,57 @@ def _check_resumable(cfg: dict, out: Path) -> None:
 
 
 class _Fits:
-    """The latest LightGBM fit and fine-tune, each refitted every ``every`` windows."""
+    """The latest LightGBM fits and fine-tune, each refitted every ``every`` windows."""
 
     def __init__(self):
         self.lgb = None  # (booster model text, info)
+        self.lgbk = None  # the same for lgb_alpha158_kronos
         self.ft = None  # info
-        self._booster = (None, None)  # (model text, the booster loaded from it)
+        self._boosters: dict = {}  # model text -> the booster loaded from it (the latest two)
 
-    def booster(self):
-        text = self.lgb[0]
-        if self._booster[0] != text:
-            self._booster = (text, load_booster(text))
-        return self._booster[1]
+    def booster(self, key: str = "lgb"):
+        text = getattr(self, key)[0]
+        if text not in self._boosters:
+            self._boosters = {t: b for t, b in self._boosters.items() if t in self._texts()}
+            self._boosters[text] = load_booster(text)
+        return self._boosters[text]
+
+    def _texts(self):
+        return {f[0] for f in (self.lgb, self.lgbk) if f is not None}
 
 
-def run_window(cfg, data, win, frames, fits: _Fits, forecasters, out: Path) -> dict:
+def _kronos_models(cfg, data, win, index, fc, raw: str, after, result, columns) -> pd.MultiIndex:
+    """The raw model ``raw`` (and its calibrated twin): signals, members, prob_up, reports."""
+    table, samp, rep = kronos_forecast(cfg, data, fc, win, index)
+    index = index.intersection(table.index, sort=False).sort_values()
+    runs = {raw: (table, samp, rep)}
+    twin = next((c for c, r in CALIBRATED.items() if r == raw), None)
+    if twin in enabled_models(cfg):
+        cal_fc, info = calibrate_window(cfg, data, fc, win, after)
+        result["fits"][twin] = info
+        if cal_fc is not None:
+            runs[twin] = kronos_forecast(cfg, data, cal_fc, win, index)
+    for name, (table, samp, rep) in runs.items():
+        columns[name] = table["pred_return"]
+        result["samples"][name] = samp.reindex(index)
+        result["prob_up"][name] = table["prob_up"].reindex(index)
+        result["reports"][name] = rep
+    return index
+
+
+def run_window(cfg, data, win, frames, fits: _Fits, forecasters, out: Path, rows=None) -> dict:
     t0 = time.perf_counter()
     index = data.eligible(win["dates"])
-    result = {"window": win, "fits": {}, "reports": {}, "samples": {}}
+    result = {"window": win, "fits": {}, "reports": {}, "samples": {}, "prob_up": {}}
     models = enabled_models(cfg)
     columns = {}
     if cfg["kronos"]["enabled"]:
         fc = forecasters.get("base", *model_paths(cfg))
-        pred, samp, rep = kronos_forecast(cfg, data, fc, win, index)
-        index = index.intersection(pred.index, sort=False).sort_values()  # the common universe
-        columns["kronos_zero_shot"] = pred
-        result["samples"]["kronos_zero_shot"] = samp.reindex(index)
-        result["reports"]["kronos_zero_shot"] = rep
+        index = _kronos_models(cfg, data, win, index, fc, "kronos_zero_shot", None, result, columns)
     signals = price_signals(data, cfg, index)
+    refit = win["index"] % cfg["lightgbm"]["every"] == 0
     if "lgb_alpha158" in models:
-        if win["index"] % cfg["lightgbm"]["every"] == 0 or fits.lgb is None:
+        if refit or fits.lgb is None:
             fits.lgb = fit_lgb(cfg, data, frames, win)
             result["lgb_model"] = fits.lgb[0]
         info = fits.lgb[1]
@@ -86,22 +113,33 @@ def run_window(cfg, data, win, frames, fits: _Fits, forecasters, out: Path) -> d
         best = info["best_iteration"] or None
         signals["lgb_alpha158"] = fits.booster().predict(X, num_iteration=best)
         result["fits"]["lgb_alpha158"] = info
+    if "lgb_alpha158_kronos" in models:
+        if refit or fits.lgbk is None:
+            fits.lgbk = fit_lgb_kronos(cfg, data, frames, win, rows)
+            result["lgbk_model"] = fits.lgbk[0]
+        info = fits.lgbk[1]
+        signals["lgb_alpha158_kronos"] = predict_lgb_kronos(
+            fits.booster("lgbk"), info, frames, rows, win["dates"], index
+        )
+        result["fits"]["lgb_alpha158_kronos"] = info
     if "kronos_finetuned" in models:
         if win["index"] % cfg["finetune"]["every"] == 0 or fits.ft is None:
             fits.ft = finetune_window(cfg, data, win, out)
         info = fits.ft
         fc = forecasters.get("finetuned", info["model_path"], info["tokenizer_path"])
-        pred, samp, rep = kronos_forecast(cfg, data, fc, win, index)
-        columns["kronos_finetuned"] = pred
-        result["samples"]["kronos_finetuned"] = samp.reindex(index)
-        result["reports"]["kronos_finetuned"] = rep
+        _kronos_models(cfg, data, win, index, fc, "kronos_finetuned", info.get("train_end"),
+                       result, columns)  # fmt: skip
         result["fits"]["kronos_finetuned"] = info
     for name, s in columns.items():
         signals[name] = s.reindex(index).to_numpy()
     result["signals"] = signals[[m for m in models if m in signals]]
+    result["prob_up"] = pd.DataFrame(result["prob_up"], index=index)
     result["hist_vol"] = pd.Series(
         hist_vol(data, cfg["baselines"]["hist_vol_window"], index), index=index
     )
+    if rows is not None:
+        # seconds the run has spent so far on Kronos feature rows (forecasts, embeddings)
+        result["reports"]["lgb_alpha158_kronos"] = {"feature_rows_seconds": round(rows.seconds, 2)}
     result["seconds"] = round(time.perf_counter() - t0, 2)
     return result
 
@@ -125,9 +163,11 @@ def run_walk_forward(config, restart: bool = False, report: bool = True) -> dict
         if not windows:
             raise WalkForwardConfigError("the out-of-sample span holds no decision date")
         frames = alpha158_frames(cfg, data, windows, out) if cfg["lightgbm"]["enabled"] else None
-        forecasters = None
+        forecasters = rows = None
         if cfg["kronos"]["enabled"]:
             forecasters = Forecasters(forecast_settings(cfg, out / "forecast_cache"))
+        if "lgb_alpha158_kronos" in enabled_models(cfg):
+            rows = KronosRows(cfg, data, forecasters.get("base", *model_paths(cfg)))
         fits, results, computed = _Fits(), [], 0
         bar = tqdm(windows, desc="walk-forward", unit="window", disable=not cfg["progress"])
         for win in bar:
@@ -136,7 +176,8 @@ def run_walk_forward(config, restart: bool = False, report: bool = True) -> dict
                 res = read_window(folder)
                 _restore_fits(res, fits)
             else:
-                save_window(run_window(cfg, data, win, frames, fits, forecasters, out), folder)
+                res = run_window(cfg, data, win, frames, fits, forecasters, out, rows)
+                save_window(res, folder)
                 res = read_window(folder)  # the report reads every window as a resume would
                 computed += 1
             results.append(res)
@@ -160,6 +201,8 @@ def _restore_fits(res: dict, fits: _Fits) -> None:
     """A resumed window hands its fits on to the windows after it."""
     if "lgb_model" in res:
         fits.lgb = (res["lgb_model"], res["fits"]["lgb_alpha158"])
+    if "lgbk_model" in res:
+        fits.lgbk = (res["lgbk_model"], res["fits"]["lgb_alpha158_kronos"])
     if "kronos_finetuned" in res["fits"]:
         fits.ft = res["fits"]["kronos_finetuned"]
 
@@ -174,11 +217,13 @@ def save_window(res: dict, folder: Path) -> None:
     folder = Path(folder)
     write_parquet(folder / "signals.parquet", res["signals"])
     write_parquet(folder / "hist_vol.parquet", res["hist_vol"].to_frame("hist_vol"))
+    write_parquet(folder / "prob_up.parquet", res["prob_up"])
     for name, samp in res["samples"].items():
         samp = samp.set_axis([str(c) for c in samp.columns], axis=1)  # parquet: string names
         write_parquet(folder / f"samples_{name}.parquet", samp)
-    if "lgb_model" in res:
-        write_text(folder / "lgb_model.txt", res["lgb_model"])
+    for key in MODEL_TEXTS:
+        if key in res:
+            write_text(folder / f"{key}.txt", res[key])
     win = res["window"]
     meta = {
         "window": {
@@ -189,6 +234,7 @@ def save_window(res: dict, folder: Path) -> None:
         "reports": res["reports"],
         "samples": list(res["samples"]),
         "lgb_model": "lgb_model" in res,
+        "lgbk_model": "lgbk_model" in res,
         "seconds": res["seconds"],
     }
     write_json(folder / RESULT, _plain(meta))
@@ -216,10 +262,12 @@ def read_window(folder: Path) -> dict:
         "samples": samples,
         "signals": pd.read_parquet(folder / "signals.parquet"),
         "hist_vol": pd.read_parquet(folder / "hist_vol.parquet")["hist_vol"].rename(None),
+        "prob_up": pd.read_parquet(folder / "prob_up.parquet"),
         "seconds": meta["seconds"],
     }
-    if meta["lgb_model"]:
-        res["lgb_model"] = (folder / "lgb_model.txt").read_text(encoding="utf-8")
+    for key in MODEL_TEXTS:
+        if meta.get(key):
+            res[key] = (folder / f"{key}.txt").read_text(encoding="utf-8")
     return res
 
 

@@ -87,3 +87,41 @@ def check_purged(win: dict, calendar: pd.DatetimeIndex, horizon: int) -> None:
                 f"window {win['index']}: {a} ends {win[a][1]:%Y-%m-%d}, only {gap} bars before "
                 f"{b} starts {win[b][0]:%Y-%m-%d}; the label horizon {horizon} needs {horizon + 1}"
             )
+
+
+def grid_dates(cfg: dict, calendar: pd.DatetimeIndex, first, last, every: int | None = None):
+    """Trading days in [first, last] on the decision grid's phase, every ``every`` bars (None:
+    windows.decision_every): the grid of the test dates, extended backwards before data.start
+    so that calibration and training dates fall on one grid (and share forecast cache entries)."""
+    every = int(every or cfg["windows"]["decision_every"])
+    ts = int(calendar.searchsorted(pd.Timestamp(cfg["data"]["start"])))
+    a = int(calendar.searchsorted(pd.Timestamp(first)))
+    b = int(calendar.searchsorted(pd.Timestamp(last), side="right")) - 1
+    if b < a:
+        return []
+    a += (ts - a) % every  # the first position on the grid: (p - ts) % every == 0
+    return list(calendar[a : b + 1 : every])
+
+
+def calibration_dates(cfg: dict, calendar: pd.DatetimeIndex, win: dict, after=None) -> list:
+    """The decision-grid dates a window calibrates on: within the last ``kronos.calibration.days``
+    bars that end horizon + 1 bars before the window's first test date, so every outcome
+    close[t + h] is a bar before the test starts; with ``after`` (the last bar a fine-tune
+    trained on), only dates after it. Raises LookAheadError if a date's outcome would not be
+    realised before the test start."""
+    h, days = cfg["windows"]["horizon"], cfg["kronos"]["calibration"]["days"]
+    t0 = calendar.get_loc(win["test"][0])
+    end = t0 - (h + 1)  # pos(t) + h <= t0 - 1
+    start = max(0, end - days + 1)
+    if after is not None:
+        start = max(start, int(calendar.searchsorted(pd.Timestamp(after), side="right")))
+    if end < start:
+        return []
+    dates = grid_dates(cfg, calendar, calendar[start], calendar[end])
+    late = [t for t in dates if calendar.get_loc(t) + h >= t0]
+    if late:  # a real check, not an assert that python -O removes
+        raise LookAheadError(
+            f"window {win['index']}: calibration date {late[0]:%Y-%m-%d} has its {h}-bar outcome "
+            f"at or after the test start {win['test'][0]:%Y-%m-%d}"
+        )
+    return dates
