@@ -57,10 +57,11 @@ from .device import auto_device, check_device, torch_dtype
 from .embedding import embed_bars, embedding_columns
 from .generation import uniforms_for_seeds, window_seed
 from .panel import FEATURE_COLS, split_panel
+from .quantize import quantize_int8
 from .runner import Job, run_report, run_windows
-from .settings import ForecastSettings, check_horizon
+from .settings import ForecastSettings, check_horizon, check_int8
 
-RELOAD = {"device", "dtype", "max_context"}  # settings that change the loaded model
+RELOAD = {"device", "dtype", "max_context", "int8"}  # settings that change the loaded model
 
 
 @dataclass
@@ -180,11 +181,17 @@ class Forecaster:
         model, tokenizer, model_max_context, source = zoo.resolve_checkpoint(
             self.model, self.tokenizer
         )
-        device = distributed.local_device(check_device(self.settings.device or auto_device()))
+        int8 = self.settings.int8  # int8 runs on the CPU: it is the automatic device then
+        device = self.settings.device or ("cpu" if int8 else auto_device())
+        device = distributed.local_device(check_device(device))
+        if int8:
+            check_int8(device, self.settings.dtype)  # SettingsError naming device or dtype
         dtype = torch_dtype(self.settings.dtype, device)
         if isinstance(self.model, torch.nn.Module) and next(model.parameters()).dtype != dtype:
             model = copy.deepcopy(model)  # never change the dtype of the caller's model
         model = model.to(device=device, dtype=dtype).eval()
+        if int8:
+            model = quantize_int8(model)  # a copy: the caller's model keeps its weights
         # The tokenizer stays float32 whatever the model's dtype (see sample_paths).
         tokenizer = tokenizer.to(device=device, dtype=torch.float32).eval()
         max_context = int(self.settings.max_context or model_max_context)

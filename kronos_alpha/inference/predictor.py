@@ -21,7 +21,8 @@ from .panel import (
     ohlcv_matrix,
     warn_inconsistent,
 )
-from .settings import ForecastSettings, check_horizon
+from .quantize import quantize_int8
+from .settings import ForecastSettings, check_horizon, check_int8
 
 __all__ = ["KronosPredictor", "Prepared", "auto_device", "prepare_batch", "prepare_series"]
 
@@ -95,7 +96,8 @@ class KronosPredictor:
     ``seed`` (on the calls) makes sampling reproducible; ``predict_paths`` returns every
     sampled path rather than their mean. ``reference=True`` runs the published algorithm
     instead of the engine (full recompute per token, every path's window decoded whole):
-    the same results, many times slower, kept to check and time the engine.
+    the same results, many times slower, kept to check and time the engine. ``int8=True``
+    runs a quantised copy of the model (CPU, float32; see ``inference.quantize``).
     """
 
     def __init__(
@@ -106,14 +108,21 @@ class KronosPredictor:
         max_context: int = 512,
         clip: float = 5,
         reference: bool = False,
+        int8: bool = False,
     ):
         check_compatible(model, tokenizer)
-        self.device = check_device(device or auto_device())
+        int8 = ForecastSettings(int8=int8).int8  # validated; int8 runs on the CPU
+        if int8:
+            check_int8(device or "cpu", next(model.parameters()).dtype)
+        self.device = check_device(device or ("cpu" if int8 else auto_device()))
         self.model = model.to(self.device).eval()
+        if int8:
+            self.model = quantize_int8(self.model)  # a copy; the caller's model is kept
         self.tokenizer = tokenizer.to(self.device).eval()
         checked = ForecastSettings(max_context=max_context, clip=clip)
         self.max_context, self.clip = checked.max_context, checked.clip
         self.reference = bool(reference)
+        self.int8 = int8
 
     # -- paths ---------------------------------------------------------------------------
     def predict_paths(

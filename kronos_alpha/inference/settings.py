@@ -62,6 +62,22 @@ def _flag(name: str, v) -> bool:
     return bool(v)
 
 
+def check_int8(device, dtype) -> None:
+    """SettingsError unless int8 mode can run there: on the CPU, in float32 (a torch dtype
+    or a ForecastSettings.dtype name; None is float32)."""
+    if str(device).split(":")[0] != "cpu":
+        raise SettingsError(
+            f"int8=True runs on the CPU only (torch's fbgemm int8 kernels), not on device "
+            f"{str(device)!r}; use device='cpu' or int8=False"
+        )
+    name = None if dtype is None else str(dtype).replace("torch.", "")
+    if name not in (None, "float32"):
+        raise SettingsError(
+            f"int8=True takes float32 activations, not dtype {name}; use dtype=None or "
+            "'float32', or int8=False"
+        )
+
+
 @dataclass(frozen=True)
 class ForecastSettings:
     """How to forecast. Checked at construction; see each field.
@@ -79,6 +95,9 @@ class ForecastSettings:
     fill_suspended: keep suspended bars as flat bars instead of dropping them.
     return_paths: also keep every sampled path (``Forecaster.paths_``) and the mean path.
     device: None picks cuda, then mps, then cpu. dtype: None/float32, bf16 or fp16.
+    int8: run the predictor's linear layers with int8 weights (CPU only, float32 only; off
+        by default): faster one-token steps, forecasts that drift slightly from float32
+        ones; see inference.quantize and the README's performance section.
     max_context: None takes the model's. batch_size: windows per batch (None: sized to memory).
     cache_dir: folder of the forecast cache (None: no cache). progress: tqdm bars.
     calendar: where the future bar times (time features) come from, never the panel's rows
@@ -101,6 +120,7 @@ class ForecastSettings:
     return_paths: bool = False
     device: str | None = None
     dtype: str | None = None
+    int8: bool = False
     max_context: int | None = None
     batch_size: int | None = None
     cache_dir: str | None = None
@@ -137,12 +157,14 @@ class ForecastSettings:
                     f"min_history must be between 2 and lookback ({self.lookback}), got {mh}"
                 )
             put("min_history", mh)
-        for name in ("fill_suspended", "return_paths", "progress"):
+        for name in ("fill_suspended", "return_paths", "progress", "int8"):
             put(name, _flag(name, getattr(self, name)))
         if self.device is not None:
             put("device", self._check_device(self.device))
         if self.dtype is not None:
             put("dtype", self._check_dtype(self.dtype))
+        if self.int8:
+            check_int8(self.device or "cpu", self.dtype)
         for name in ("max_context", "batch_size"):
             if getattr(self, name) is not None:
                 put(name, _integer(name, getattr(self, name), 1))
