@@ -82,6 +82,29 @@ def test_inputs_are_also_found_from_the_folders_above(project):
     assert cfg["qlib_init"]["provider_uri"] == "data/qlib"  # the input is not changed
 
 
+def test_a_handlers_kronos_block_is_resolved_once_through_its_anchor(project):
+    """KronosAlpha158's ``kronos:`` block, reached through a YAML anchor from the handler."""
+    text = """
+data_handler_config: &h
+    instruments: csi300
+    kronos: {model: ckpt, cache_dir: cache, lookback: 90}
+task:
+    dataset:
+        class: DatasetH
+        module_path: qlib.data.dataset
+        kwargs:
+            handler: {class: KronosAlpha158, module_path: kronos_alpha.adapters.qlib, kwargs: *h}
+"""
+    nested = project / "examples" / "qlib"
+    nested.mkdir(parents=True)
+    resolved, changes = resolve_config(yaml.safe_load(text), nested)
+    block = resolved["task"]["dataset"]["kwargs"]["handler"]["kwargs"]["kronos"]
+    assert block["model"] == str(project / "ckpt")
+    assert block["cache_dir"] == str(nested / "cache")
+    assert block is resolved["data_handler_config"]["kronos"]  # the anchor still shared
+    assert len(changes) == 2
+
+
 def test_the_cli_resolves_from_another_working_directory(project, capsys):
     cfg = write(project / "configs" / "wf.yaml", workflow("../data/qlib", model="../ckpt"))
     assert main(["qrun", str(cfg), "--resolve-only"]) == 0

@@ -9,14 +9,14 @@ runs Qlib's own workflow (``qlib.cli.run.workflow``) on the resolved copy.
 Which paths, and against what:
 
 - inputs - ``qlib_init.provider_uri`` (a path or a ``{freq: path}`` mapping), a
-  ``riskmodel_root``, and the ``model``/``tokenizer`` of a ``kronos_alpha`` class (and the
-  ``init`` checkpoints of its ``finetune_config``) - are looked up from the config file's
+  ``riskmodel_root``, and the ``model``/``tokenizer`` of a ``kronos_alpha`` class (also in
+  its ``kronos:`` block, and the ``init`` checkpoints of its ``finetune_config``) - are looked up from the config file's
   folder, then from each folder above it; the first that exists is used. So the example
   YAMLs, written relative to the project root for plain ``qrun``, work from any directory.
   A ``model`` found nowhere is left as written (a zoo name or a Hub id), unless it starts
   with ``./``, ``../`` or ``~``.
 - outputs of a ``kronos_alpha`` class (``cache_dir``, ``settings.cache_dir``,
-  ``finetune_config.output_dir``) are put in the config file's folder.
+  ``kronos.cache_dir``, ``finetune_config.output_dir``) are put in the config file's folder.
 - ``sys.rel_path`` entries are made absolute against the config file's folder, as qrun does.
 - mlflow's store (``exp_manager``'s uri, or ``--uri-folder``) stays where Qlib puts it:
   relative to the working directory.
@@ -125,6 +125,9 @@ class _Resolver:
         for name in OUTPUT_KEYS:
             if name in kwargs:
                 kwargs[name] = self.output(f"{key}.{name}", kwargs[name])
+        nested = kwargs.get("kronos")  # a handler's Kronos block (KronosAlpha158's kronos:)
+        if isinstance(nested, dict):
+            self.kronos_kwargs(f"{key}.kronos", nested)
         settings = kwargs.get("settings")
         if isinstance(settings, dict) and "cache_dir" in settings:
             settings["cache_dir"] = self.output(f"{key}.settings.cache_dir", settings["cache_dir"])
