@@ -31,6 +31,7 @@ from kronos_alpha.inference.forecaster import Forecaster
 from kronos_alpha.inference.panel import PRICE_COLS, InputError
 from kronos_alpha.inference.settings import ForecastSettings, SettingsError, merge_mappings
 
+from .calibration import check_calibration_param, fit_calibration
 from .checks import check_benchmark, segment_slice
 from .handler import raw_bars
 
@@ -40,7 +41,9 @@ SIGNALS = ("pred_return", "ret_mean", "ret_median", "return_risk", "prob_up")
 # Qlib's label Ref($close, -2)/Ref($close, -1) - 1 spans the two closes after t (t+1 -> t+2):
 # a forecast must reach t+2 to cover it, so the model's default horizon is 2, not 10.
 QLIB_HORIZON = 2
-OWN_PARAMS = ("model", "tokenizer", "signal", "finetune_config", "benchmark", "settings")
+OWN_PARAMS = ("model", "tokenizer", "signal", "finetune_config", "benchmark", "settings",
+              "calibrate", "calibration_every", "calibration_tune")  # fmt: skip
+CALIBRATION_PARAMS = {"calibrate": True, "calibration_every": 1, "calibration_tune": False}
 # changing one of these makes the forecaster built from them stale
 FORECASTER_INPUTS = ("model", "tokenizer", "settings")
 
@@ -104,6 +107,15 @@ class KronosModel(ModelFT):
     ``ret_mean``, ``ret_median``, ``return_risk`` (ret_mean / ret_std, needs sample_count >= 2)
     or ``prob_up``. ``finetune_config`` makes ``fit`` fine-tune (see :meth:`finetune`);
     ``benchmark`` is checked in ``fit``.
+
+    ``calibrate`` (default true): ``fit`` calibrates the forecast distribution on the
+    dataset's ``valid`` segment (see ``kronos_alpha.adapters.qlib.calibration``), on every
+    ``calibration_every``-th date, also choosing (T, top_p) when ``calibration_tune``; with
+    no valid segment it logs that no calibration was fitted. The fit is plain data in
+    ``calibrator`` (a dict, kept by Qlib's pickling) and ``calibration_report``. The score
+    ``pred_return`` is not changed by it; ``forecast()``'s quantiles, ret_median, ret_std
+    and prob_up (and so the ``prob_up``, ``ret_median`` and ``return_risk`` signals) are the
+    calibrated ones.
     """
 
     def __init__(
@@ -114,6 +126,9 @@ class KronosModel(ModelFT):
         finetune_config: dict | None = None,
         benchmark: str | None = None,
         settings: ForecastSettings | dict | None = None,
+        calibrate: bool = True,
+        calibration_every: int = 1,
+        calibration_tune: bool = False,
         **fields,
     ):
         super().__init__()
@@ -131,6 +146,10 @@ class KronosModel(ModelFT):
         self.benchmark = benchmark
         self.fitted_on = None  # the data range fit() saw
         self.last_report = None  # the forecaster's counts from the last predict()
+        self.calibrate, self.calibration_every = calibrate, calibration_every
+        self.calibration_tune = calibration_tune
+        self.calibrator = None  # the fitted calibration as plain data (Calibrator.to_dict())
+        self.calibration_report = None
 
     # Settings read and write through the one validated object.
     def __getattr__(self, name):
@@ -149,6 +168,13 @@ class KronosModel(ModelFT):
             check_signal(vars(self).get("signal"), value)
         elif name == "signal":
             check_signal(value, vars(self).get("settings"))
+        elif name in CALIBRATION_PARAMS:
+            check_calibration_param(name, value)
+        if name in ("model", "tokenizer") and vars(self).get("calibrator") is not None:
+            log.warning(
+                "KronosModel: %s changed; the calibration fitted for the old one is dropped", name
+            )
+            vars(self)["calibrator"] = vars(self)["calibration_report"] = None
         object.__setattr__(self, name, value)
         if name in FORECASTER_INPUTS:
             vars(self).pop("_forecaster", None)
@@ -159,14 +185,18 @@ class KronosModel(ModelFT):
         if "settings" not in state:
             old = {k: state.pop(k) for k in ForecastSettings.names() if k in state}
             state["settings"] = ForecastSettings.build(None, **old)
+        for k, v in {**CALIBRATION_PARAMS, "calibrator": None, "calibration_report": None}.items():
+            state.setdefault(k, v)  # a params.pkl from before calibration
         super().__setstate__(state)
 
     # The forecaster holds torch modules: built lazily and kept under "_" so that Qlib's
-    # pickling drops it; a model loaded from params.pkl builds it again from the settings.
+    # pickling drops it; a model loaded from params.pkl builds it again from the settings
+    # and the public ``calibrator`` (plain data).
     def forecaster(self) -> Forecaster:
         fc = getattr(self, "_forecaster", None)
         if fc is None:
             fc = Forecaster(self.model, self.tokenizer, settings=self.settings)
+            fc.set_calibrator(vars(self).get("calibrator"))
             self._forecaster = fc
         return fc
 
@@ -220,12 +250,18 @@ class KronosModel(ModelFT):
                 "KronosModel.fit: train data %s; fine-tuning (finetune_config given)",
                 self.fitted_on,
             )
-            return self.finetune(dataset)
-        log.info(
-            "KronosModel.fit: no fine-tuning; the pretrained weights are used as they are. Train data: %s",
-            self.fitted_on,
-        )
-        return self
+            self.finetune(dataset)
+        else:
+            log.info(
+                "KronosModel.fit: no fine-tuning; the pretrained weights are used as they are. "
+                "Train data: %s",
+                self.fitted_on,
+            )
+        return self.fit_calibration(dataset)
+
+    def fit_calibration(self, dataset):
+        """Calibrate on the dataset's valid segment (``calibrate``), or log why not."""
+        return fit_calibration(self, dataset)
 
     def finetune(self, dataset, **overrides):
         """Fine-tune tokenizer and predictor with ``kronos_alpha.finetune`` on the dataset's
@@ -276,6 +312,22 @@ class KronosModel(ModelFT):
 
     def predict(self, dataset, segment="test") -> pd.Series:
         """Scores for every (datetime, instrument) of the segment with enough history."""
+        table = self.forecast(dataset, segment)
+        score = self.score(table).astype(np.float64)
+        bad = ~np.isfinite(score.to_numpy())
+        if bad.any():  # return_risk when every sampled path agrees (zero spread)
+            log.warning(
+                "KronosModel.predict: %d score(s) of signal %r are not finite; left out",
+                bad.sum(),
+                self.signal,
+            )
+            score = score[~bad]
+        score.name = "score"
+        return score.sort_index()
+
+    def forecast(self, dataset, segment="test") -> pd.DataFrame:
+        """The forecaster's whole table (calibrated once ``fit`` calibrated) for every
+        (datetime, instrument) of the segment that is scored; ``predict`` takes its signal."""
         self._check_dataset(dataset)
         seg = segment_slice(dataset, segment)
         bars = raw_bars(dataset.handler, seg.stop)
@@ -314,17 +366,7 @@ class KronosModel(ModelFT):
                 len(targets),
                 self.last_report,
             )
-        score = self.score(table).astype(np.float64)
-        bad = ~np.isfinite(score.to_numpy())
-        if bad.any():  # return_risk when every sampled path agrees (zero spread)
-            log.warning(
-                "KronosModel.predict: %d score(s) of signal %r are not finite; left out",
-                bad.sum(),
-                self.signal,
-            )
-            score = score[~bad]
-        score.name = "score"
-        return score.sort_index()
+        return table
 
     def score(self, table: pd.DataFrame) -> pd.Series:
         if self.signal == "return_risk":
