@@ -6,12 +6,14 @@
     module_path: kronos_alpha.adapters.qlib
     kwargs: {lookback: 90, horizon: 2, sample_count: 5, signal: pred_return}
 
-``dataset.kwargs.handler``: ``KronosHandler`` (raw bars) or ``Alpha158Checked``;
+``dataset.kwargs.handler``: ``KronosHandler`` (raw bars), ``Alpha158Checked`` or
+``KronosAlpha158`` (Alpha158 joined with Kronos features, for LightGBM);
 ``port_analysis_config.strategy``: ``TopKWeightStrategy`` or
 ``CheckedEnhancedIndexingStrategy`` (its risk-model folder from ``write_riskmodel_files``),
 all with ``module_path: kronos_alpha.adapters.qlib``.
 
-Modules: ``handler`` (KronosHandler, raw_bars), ``model`` (KronosModel), ``checks``
+Modules: ``handler`` (KronosHandler, raw_bars), ``model`` (KronosModel), ``calibration``
+(its calibration on the valid segment), ``features`` (KronosAlpha158), ``checks``
 (absent field files, the benchmark, segments), ``data`` (provider folders: ``kronos-alpha
 qlib-data build|check``), ``weights`` (``qlib-data weights``: the ``$<market>_weight`` field
 EnhancedIndexingStrategy reads, and a benchmark series), ``subset`` (a writable copy of part
@@ -34,6 +36,8 @@ EXPORTS = {
     "copy_provider": ".subset",
     "enhanced_indexing_backtest": ".enhanced",
     "write_weights": ".weights",
+    "KronosAlpha158": ".features",
+    "KronosFeatureLoader": ".features",
     "KronosHandler": ".handler",
     "KronosModel": ".model",
     "TopKWeightStrategy": ".strategies",
