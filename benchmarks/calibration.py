@@ -41,6 +41,12 @@ def main() -> None:
     p.add_argument("--every", type=int, default=5, help="decision dates: every n-th trading day")
     p.add_argument("--sample-count", type=int, default=5)
     p.add_argument("--tune", action="store_true", help="also tune T and top_p on the fit year")
+    p.add_argument(
+        "--scales",
+        default="ret_std,pred_vol,hist_vol,blend",
+        help="candidate scales, comma-separated",
+    )
+    p.add_argument("--drift", default="zero", choices=["zero", "fitted"])
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
@@ -82,7 +88,9 @@ def main() -> None:
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the bundled-checkpoint notice
-        fc.calibrate(panel, fit_dates, tune=a.tune)
+        fc.calibrate(
+            panel, fit_dates, tune=a.tune, scales=tuple(a.scales.split(",")), drift=a.drift
+        )
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     table = fc.forecast(panel, test_dates)
@@ -118,6 +126,8 @@ def main() -> None:
         "horizon": a.horizon,
         "sample_count": a.sample_count,
         "threads": a.threads,
+        "scales": a.scales,
+        "drift": a.drift,
         "calibration": fc.calibration_report_,
         "coverage": {f"{int(lv * 100)}": coverage(lv) for lv in (0.5, 0.8, 0.9)},
         "coverage_q10_q90_calibrated": central_coverage(table["ret_q10"], table["ret_q90"], y),
