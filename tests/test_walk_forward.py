@@ -196,24 +196,58 @@ def _window(out: Path, i: int) -> dict:
 def test_report_has_every_model_and_metric(runs):
     s = runs["clean"]
     table = s["table"]
-    models = ["zero_info", "reversal_5d", "momentum_20d", "lgb_alpha158"]
-    models += ["kronos_zero_shot", "kronos_finetuned"]
+    models = ["zero_info", "reversal_5d", "momentum_20d", "lgb_alpha158", "lgb_alpha158_kronos"]
+    models += ["kronos_zero_shot", "kronos_calibrated", "kronos_finetuned"]
+    models += ["kronos_finetuned_calibrated"]
     assert set(models) <= set(table.index)
     assert {"benchmark (buy & hold)", "hist_vol_gaussian"} <= set(table.index)
     for col in ("IC_t_NW", "RankIC_t_NW", "ann_ret_net", "sharpe_net", "turnover_day"):
         assert table.loc[models, col].notna().all(), col
     assert (table.loc[models, "ann_ret_net"] < table.loc[models, "ann_ret_gross"]).all()  # costs
-    kron = ["kronos_zero_shot", "kronos_finetuned", "hist_vol_gaussian"]
+    kron = [m for m in models if m.startswith("kronos")] + ["hist_vol_gaussian"]
     assert table.loc[kron, ["coverage80", "CRPS"]].notna().all().all()
     assert table.loc[kron, "coverage80"].between(0, 1).all()
     out = Path(s["output_dir"])
     text = (out / "report.md").read_text()
-    for png in ("cumulative_returns.png", "ic_through_time.png", "calibration.png"):
+    pngs = ("cumulative_returns.png", "ic_through_time.png", "calibration.png")
+    for png in (*pngs, "reliability.png", "pit.png"):
         assert (out / png).stat().st_size > 1000 and f"]({png})" in text
     assert "| kronos_finetuned |" in text and "RankIC_t_NW" in text
+    # the calibration section: coverage 50/80/90, CRPS skill, Brier against both base rates
+    cal = s["calibration"]
+    assert "## Calibration of the h-bar return distribution" in text
+    assert cal.loc[kron, ["coverage50", "coverage80", "coverage90"]].stack().between(0, 1).all()
+    assert (cal.loc[kron, "coverage50"] <= cal.loc[kron, "coverage90"]).all()
+    assert cal.loc["hist_vol_gaussian", "Brier"] == pytest.approx(0.25)
+    assert cal.loc[kron, "Brier"].between(0, 1).all()
+    bases = [i for i in cal.index if i.startswith("base rate")]
+    assert len(bases) == 2 and cal.loc[bases, "Brier"].between(0, 0.3).all()
+    pd.testing.assert_series_equal(
+        table.loc[kron, "CRPS_skill_vs_histvol"],
+        cal.loc[kron, "CRPS_skill_vs_histvol"],
+        check_names=False,
+    )
+    # calibration widens the too narrow raw intervals of the tiny fixture
+    assert cal.loc["kronos_calibrated", "coverage80"] > cal.loc["kronos_zero_shot", "coverage80"]
+    # the stacked baseline's paired RankIC difference against lgb_alpha158, with its t
+    assert "## lgb_alpha158_kronos minus lgb_alpha158" in text
+    st = s["stacked"]
+    assert list(st.index) == ["lgb_alpha158_kronos"] and np.isfinite(st.loc[:, "t_NW"]).all()
+    ric = table.loc["lgb_alpha158_kronos", "RankIC"] - table.loc["lgb_alpha158", "RankIC"]
+    assert st.loc["lgb_alpha158_kronos", "RankIC_diff"] == pytest.approx(ric)
     # every model is scored on the same (t, instrument) pairs: Kronos's universe
     w0 = _window(out, 0)
     assert w0["signals"][models].notna().all().all()
+    # a calibrated model's signal is its raw twin's pred_return; its members are 99 quantiles
+    sig = w0["signals"]
+    pd.testing.assert_series_equal(
+        sig["kronos_calibrated"], sig["kronos_zero_shot"], check_names=False
+    )
+    assert w0["samples"]["kronos_calibrated"].shape[1] == 99
+    fit = w0["fits"]["kronos_calibrated"]
+    assert pd.Timestamp(fit["realised_end"]) < w0["window"]["test"][0]
+    assert w0["fits"]["kronos_finetuned_calibrated"]["first_date"] > str(w0["window"]["train"][1])
+    assert w0["fits"]["lgb_alpha158_kronos"]["pca"]["fit_end"] == str(w0["window"]["train"][1])
     assert w0["fits"]["kronos_finetuned"]["fitted_in_window"] == 0
     assert _window(out, 1)["fits"]["kronos_finetuned"]["fitted_in_window"] == 0  # every: 2
 
@@ -276,8 +310,17 @@ def test_planted_future_jump_changes_nothing_decided_before_it(runs):
     assert a["window"]["train"][1] < JUMP_DATE and a["window"]["valid"][1] < JUMP_DATE
     before = a["signals"].index.get_level_values(0) < JUMP_DATE
     assert before.any() and (~before).any()
-    # fits of window 0 (train/valid end before the jump) are identical
-    assert a["fits"]["lgb_alpha158"] == b["fits"]["lgb_alpha158"]  # trees, best iteration
+    # fits of window 0 (train/valid end before the jump) are identical: LightGBM (trees, best
+    # iteration), the stacked baseline (with its PCA) and both calibrators
+    for name in ("lgb_alpha158", "lgb_alpha158_kronos", "kronos_calibrated"):
+        assert a["fits"][name] == b["fits"][name], name
+    assert a["fits"]["kronos_finetuned_calibrated"] == b["fits"]["kronos_finetuned_calibrated"]
+    # window 1 calibrates on outcomes after the jump: its calibrator sees it (the test can fail)
+    a1, b1 = _window(root / "out_clean", 1), _window(root / "out_jump", 1)
+    assert (
+        a1["fits"]["kronos_calibrated"]["calibrator"]
+        != b1["fits"]["kronos_calibrated"]["calibrator"]
+    )
 
     def weights(res):
         path = Path(res["fits"]["kronos_finetuned"]["model_path"]) / "model.safetensors"
@@ -291,14 +334,21 @@ def test_planted_future_jump_changes_nothing_decided_before_it(runs):
     assert fa == fb and fa["val_loss_best"] is not None  # validation saw the same bars
     # every model's scores, Kronos's sampled returns and the hist-vol forecast before the jump
     pd.testing.assert_frame_equal(a["signals"][before], b["signals"][before])
-    for name in ("kronos_zero_shot", "kronos_finetuned"):
+    for name in ("kronos_zero_shot", "kronos_calibrated", "kronos_finetuned"):
         pd.testing.assert_frame_equal(a["samples"][name][before], b["samples"][name][before])
+    pd.testing.assert_frame_equal(a["prob_up"][before], b["prob_up"][before])
     pd.testing.assert_series_equal(a["hist_vol"][before], b["hist_vol"][before])
     # ... while the jump is visible from its date on (the test can fail)
     after = a["signals"].index[~before]
     mine = [i for i in after if i[1] == spiked]
     assert mine
-    for col in ("reversal_5d", "momentum_20d", "lgb_alpha158", "kronos_zero_shot"):
+    for col in (
+        "reversal_5d",
+        "momentum_20d",
+        "lgb_alpha158",
+        "lgb_alpha158_kronos",
+        "kronos_zero_shot",
+    ):
         assert not np.allclose(a["signals"].loc[mine, col], b["signals"].loc[mine, col]), col
 
 

@@ -7,9 +7,11 @@ or ``kronos-alpha walk-forward --config FILE``. The report (markdown, PNG charts
 every model against every metric) is written by ``report``.
 
 Modules: ``config`` (defaults, checks, the one ForecastSettings of the run), ``data`` (panel,
-calendar, point-in-time membership), ``windows`` (RollingGen, purge check), ``baselines``
-(price signals, historical volatility, LightGBM on Alpha158), ``kronos`` (forecasters,
-fine-tunes), ``run`` (windows computed or read back, the run), ``report``.
+calendar, point-in-time membership), ``windows`` (RollingGen, purge check, the decision grid
+and calibration dates), ``baselines`` (price signals, historical volatility, LightGBM on
+Alpha158), ``stacked`` (LightGBM on Alpha158 + Kronos features), ``kronos`` (forecasters,
+fine-tunes), ``calibration`` (each window's rolling calibration), ``run`` (windows computed
+or read back, the run), ``probabilistic`` and ``report``.
 
 Windows. Qlib's ``RollingGen`` (sliding, ``step`` trading days, ``trunc_days = horizon + 1``)
 rolls a task template whose segments are train / valid / test, the test segment being the
@@ -47,13 +49,26 @@ Per window (train segment, valid segment, test segment), with h = the label hori
                 built once and kept; every Kronos forecast uses the run's one
                 ``ForecastSettings``, built from the kronos block; sampled returns from
                 ``Forecaster.sample_returns_``)
+  lgb_alpha158_kronos  the same LightGBM on Alpha158 + ``kronos_features`` of the zero-shot
+                forecaster (forecast statistics; with ``components`` the embedding's PCs,
+                the PCA fitted on the train segment), its train / valid rows on a sparse
+                date grid (``lightgbm.kronos_features.every``); see ``stacked``
   kronos_finetuned  the base checkpoint fine-tuned (``kronos_alpha.finetune``) on the train /
                 valid segments (every ``every`` windows; windows between use the latest
                 earlier fine-tune)
+  kronos_calibrated, kronos_finetuned_calibrated  the same forecasters calibrated in each
+                window on its past only (``Forecaster.calibrate`` on the grid dates of the
+                last ``kronos.calibration.days`` bars whose outcomes are realised before the
+                test starts; see ``calibration``): same signal (pred_return), calibrated
+                distribution (99 calibrated quantiles for coverage / CRPS, calibrated prob_up)
 - No look-ahead: fits get a panel cut at the valid end (fine-tuning) or rows of the train and
   valid segments (LightGBM); forecasts get a panel cut at the window's last decision date and
-  the Forecaster uses only bars <= t for decision time t. tests/test_walk_forward.py plants a
-  price spike inside a test segment and checks that nothing decided before it changes.
+  the Forecaster uses only bars <= t for decision time t; calibration panels end before the
+  test starts and each calibrator reads outcomes up to its last date + h only; the embedding
+  PCA sees train rows only. tests/test_walk_forward.py plants a price spike inside a test
+  segment and checks that nothing decided before it changes (calibrators included);
+  tests/test_walk_forward_calibration.py and tests/test_walk_forward_stacked.py plant
+  futures on synthetic data for the calibration and the stacked baseline.
 """
 
 from .baselines import LGB_PARAMS, alpha158_frames, fit_lgb, hist_vol, price_signals
