@@ -45,6 +45,8 @@ class Evaluation:
     quantile_returns: pd.DataFrame | None = None
     exposures: pd.DataFrame | None = None
     label: str | None = None  # what the signal metrics were scored against, in words
+    # the forecast distribution's calibration (forecast_calibration.from_forecast_table)
+    calibration: dict | None = None
 
 
 def performance(returns: pd.Series, benchmark: pd.Series | None = None) -> dict:
@@ -220,7 +222,10 @@ def figure_saver(folder: Path, names: list[str]):
 def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy evaluation") -> Path:
     """Markdown report plus PNG charts (cumulative returns vs benchmark, drawdown, exposures,
     turnover) in ``folder``, with ``summary.csv`` (the table at full precision) and, for a
-    signal, ``ic.csv`` (daily IC and RankIC); returns the path of ``report.md``."""
+    signal, ``ic.csv`` (daily IC and RankIC); returns the path of ``report.md``. With
+    ``ev.calibration`` (a forecast table's distribution, ``forecast_calibration``) also its
+    section: coverage, quantile score, Brier against base rates, ``reliability.png``,
+    ``pit.png`` and ``calibration.csv``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,6 +281,13 @@ def write_report(ev: Evaluation, folder: str | Path, title: str = "Strategy eval
     if ev.label is not None:
         lines += [f"IC, RankIC and quantile spreads scored against {ev.label}.", ""]
     lines += [markdown_table(ev.summary), ""]
+    if ev.calibration is not None:
+        from .forecast_calibration import charts as calibration_charts
+        from .forecast_calibration import section_lines
+
+        calibration_charts(ev.calibration["reliability"], ev.calibration["pit"], save)
+        lines += [*section_lines(ev.calibration, markdown_table), ""]
+        write_text(folder / "calibration.csv", ev.calibration["table"].to_csv())
     for name in charts:
         lines += [f"![{name}]({name})", ""]
     write_text(folder / "summary.csv", ev.summary.to_csv())

@@ -22,14 +22,14 @@ in-sample constant) and the past up-frequency known at t (``past_up_rate``).
 PIT (probability integral transform, P(R <= y) under the forecast; uniform when calibrated):
 Gaussian Phi((y - mu) / sigma); an ensemble's empirical CDF randomised within the cell of y's
 rank, (rank + U) / (m + 1), so that a calibrated m-member ensemble gives a flat histogram
-(the plain rank / m piles up at 0 and 1 for few members); quantile columns: the CDF
-interpolated linearly between the quantiles, uniform within each tail. U is seeded.
+(the plain rank / m piles up at 0 and 1 for few members); quantile columns: uniform within
+the levels of the two quantiles y falls between (0 and 1 beyond the outer ones), so the
+histogram is flat when each cell between quantiles holds its share. U is seeded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -97,16 +97,10 @@ class Dist:
             ties = (x == y[:, None]).sum(axis=1)
             rank = below + np.floor(u * (ties + 1))  # a tie takes a random rank among equals
             return (rank + rng.uniform(size=len(y))) / (x.shape[1] + 1)
-        lv, q = np.asarray(self.levels, np.float64), np.sort(self.members, axis=1)
-        out = np.empty(len(y))
-        for i, (row, v) in enumerate(zip(q, y)):
-            if v < row[0]:
-                out[i] = u[i] * lv[0]
-            elif v > row[-1]:
-                out[i] = lv[-1] + u[i] * (1 - lv[-1])
-            else:
-                out[i] = np.interp(v, row, lv)
-        return out
+        lv = np.concatenate([[0.0], np.asarray(self.levels, np.float64), [1.0]])
+        q = np.sort(np.asarray(self.members, np.float64), axis=1)
+        cell = (q < y[:, None]).sum(axis=1)  # y between quantiles cell - 1 and cell
+        return lv[cell] + u * (lv[cell + 1] - lv[cell])
 
 
 def brier(p, outcome) -> float:
@@ -156,7 +150,7 @@ def calibration_table(
         rows[name] = row
     table = pd.DataFrame(rows).T
     if base in table.index:
-        table["CRPS_skill_vs_histvol"] = 1 - table["CRPS"] / table.loc[base, "CRPS"]
+        table.insert(4, "CRPS_skill_vs_histvol", 1 - table["CRPS"] / table.loc[base, "CRPS"])
     freq = float(up.mean())
     rows = {
         "base rate: test-period frequency (in-sample)": {"Brier": brier(np.full_like(up, freq), up)}
@@ -263,10 +257,89 @@ def markdown(table: pd.DataFrame, rel: pd.DataFrame, pit: pd.DataFrame, fmt_tabl
     return lines
 
 
-def write_section(folder: Path, names: list, save, dists, y, past_rate, levels=None, colour=None):
-    """Table, reliability and PIT frames, charts (names appended to ``names`` by ``save``)."""
-    table = calibration_table(dists, y, past_rate, levels=levels)
-    rel = reliability(dists, y)
-    pit = pit_histograms(dists, y)
-    charts(rel, pit, save, colour)
-    return table, rel, pit
+# -- a forecast table (the evaluate report) ------------------------------------------------
+def quantile_levels(columns) -> dict:
+    """{level: column} of a forecast table's ret_qNN columns (raw_ ones not included)."""
+    out = {}
+    for c in columns:
+        if c.startswith("ret_q"):
+            try:
+                out[float(c[5:]) / 100] = c
+            except ValueError:
+                continue
+    return dict(sorted(out.items()))
+
+
+def from_forecast_table(
+    table: pd.DataFrame, realised: pd.DataFrame, horizon: int, past=None, days: int = 250
+) -> dict | None:
+    """The calibration section of a forecast table (``Forecaster.forecast``'s columns, indexed
+    (datetime, instrument)) against ``realised`` (wide, close[t+h]/close[t] - 1 stored at t):
+    None when the table has no ret_qNN columns. Models: the table's distribution ("forecast",
+    or "calibrated" and "raw" when it has raw_ columns) and, with a hist_vol column, the
+    zero-mean Gaussian with hist_vol sqrt(h). Quantile columns give no CRPS: every model is
+    scored by the quantile score at the table's levels. ``past`` (wide returns like
+    ``realised``, over a longer history) gives the past base rate known at t."""
+    qs = quantile_levels(table.columns)
+    if not qs:
+        return None
+    y = realised.stack(future_stack=True)
+    y.index.names = ["datetime", "instrument"]
+    y = y.reindex(table.index)
+    ok = y.notna().to_numpy()
+    rows, y = table[ok], y[ok].to_numpy(np.float64)
+    if len(y) == 0:
+        return None
+    levels = np.array(list(qs))
+    calibrated = all(f"raw_{c}" in rows.columns for c in qs.values())
+    dists = {}
+    for name, prefix in (
+        (("calibrated", ""), ("raw", "raw_")) if calibrated else (("forecast", ""),)
+    ):
+        prob = rows.get(f"{prefix}prob_up")
+        dists[name] = Dist(
+            "quantiles",
+            prob_up=None if prob is None else prob.to_numpy(np.float64),
+            members=rows[[prefix + c for c in qs.values()]].to_numpy(np.float64),
+            levels=levels,
+        )
+    if "hist_vol" in rows.columns:
+        sigma = rows["hist_vol"].to_numpy(np.float64) * np.sqrt(horizon)
+        good = np.isfinite(sigma) & (sigma > 0)
+        if good.all():
+            dists[GAUSSIAN] = Dist("gaussian", prob_up=np.full(len(y), 0.5),
+                                   mu=np.zeros(len(y)), sigma=sigma)  # fmt: skip
+    past_rate = None
+    if past is not None:
+        rate = past_up_rate(past, horizon, days)
+        past_rate = rate.reindex(rows.index.get_level_values("datetime")).to_numpy()
+    table_out = calibration_table(dists, y, past_rate, levels=levels)
+    return {
+        "table": table_out.rename(
+            columns={"CRPS": "quantile_score", "CRPS_skill_vs_histvol": "QS_skill_vs_histvol"}
+        ),
+        "reliability": reliability(dists, y),
+        "pit": pit_histograms(dists, y),
+        "levels": [float(v) for v in levels],
+        "horizon": int(horizon),
+        "days": int(days),
+    }
+
+
+def section_lines(section: dict, fmt_table) -> list[str]:
+    """The evaluate report's calibration section."""
+    h, lv = section["horizon"], ", ".join(f"{v:g}" for v in section["levels"])
+    lines = [
+        "## Calibration of the forecast distribution",
+        "",
+        f"Scored against close[t+{h}]/close[t] - 1 (h = --horizon: it must be the forecast's "
+        f"horizon). The table's quantiles ({lv}) give the coverage of the central intervals they "
+        "bound and, instead of the CRPS, the quantile score (2 x mean pinball loss at those "
+        "levels; every model scored at the same levels; skill > 0 beats the historical-"
+        "volatility Gaussian N(0, (hist_vol sqrt(h))^2), whose prob_up is 0.5). Brier of prob_up "
+        "against 1{R > 0}; base rates: the period's own up-frequency (in-sample) and the "
+        f"up-frequency of the pool over the last {section['days']} bars with realised outcomes, "
+        "known at t. PIT: uniform within the quantile cell y falls in.",
+        "",
+    ]
+    return lines + markdown(section["table"], section["reliability"], section["pit"], fmt_table)

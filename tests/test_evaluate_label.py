@@ -205,3 +205,42 @@ def test_cli_evaluate_ic_equals_sig_ana_record_ic(qlib_run, tmp_path):
     assert abs(summary.loc["RankIC", "net"] - qlib_run["ric"].mean()) < 1e-6
     assert np.isnan(summary.loc["turnover_per_day", "benchmark"])
     assert f"scored against {label_text()}" in (out / "report.md").read_text()
+
+
+def test_cli_evaluate_adds_the_calibration_section_for_a_forecast_table(qlib_run, tmp_path):
+    """A forecast table (ret_qNN, prob_up, hist_vol) gets coverage, quantile score, Brier,
+    reliability and PIT; its distribution here is the Gaussian baseline's own, so the two
+    score alike (the section compares like with like). A plain score file gets none."""
+    from scipy.stats import norm
+
+    from kronos_alpha.cli import main
+
+    h = 5
+    pred = qlib_run["pred"].dropna()
+    table = pd.DataFrame({"pred_return": pred, "hist_vol": 0.02, "prob_up": 0.5})
+    for q in (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95):
+        table[f"ret_q{q * 100:g}"] = 0.02 * np.sqrt(h) * norm.ppf(q)
+    path = tmp_path / "forecast.parquet"
+    table.reset_index().to_parquet(path)
+    out = tmp_path / "report"
+    argv = ["evaluate", "--signal", str(path), "--provider-uri", str(CN), "--horizon", str(h)]
+    assert main([*argv, "--topk", "30", "--warmup-days", "60", "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Calibration of the forecast distribution" in text
+    assert "close[t+5]/close[t] - 1" in text
+    for png in ("reliability.png", "pit.png"):
+        assert (out / png).stat().st_size > 1000 and f"]({png})" in text
+    cal = pd.read_csv(out / "calibration.csv", index_col=0)
+    f, g = cal.loc["forecast"], cal.loc["hist_vol_gaussian"]
+    for col in ("coverage50", "coverage80", "coverage90", "quantile_score", "Brier"):
+        assert f[col] == pytest.approx(g[col], rel=1e-6), col
+    assert 0 < f["coverage80"] < 1 and f["Brier"] == pytest.approx(0.25)
+    assert cal.loc["forecast", "pairs"] > 0.9 * len(pred)
+    # a plain score file: no distribution, no section
+    plain = tmp_path / "score.parquet"
+    pred.rename("score").reset_index().to_parquet(plain)
+    out2 = tmp_path / "report2"
+    argv = ["evaluate", "--signal", str(plain), "--provider-uri", str(CN)]
+    assert main([*argv, "--topk", "30", "--warmup-days", "60", "--out", str(out2)]) == 0
+    assert "Calibration" not in (out2 / "report.md").read_text()
+    assert not (out2 / "calibration.csv").exists()

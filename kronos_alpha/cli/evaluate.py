@@ -5,7 +5,9 @@ close[t+2]/close[t+1] - 1, i.e. Ref($close, -2)/Ref($close, -1) - 1 (--horizon s
 it spans, from close t+1), so on the predictions of a qrun they equal its SigAnaRecord IC.
 The label reads each signal name's closes from its full history, also after it leaves the
 pool, as Qlib's handler does. The book's returns keep their own timing: weights of day t
-earn close t -> close t+1.
+earn close t -> close t+1. A forecast table (ret_qNN, prob_up, hist_vol: ``kronos-alpha
+forecast``'s output) also gets a calibration section scored against close[t+h]/close[t] - 1
+with h = --horizon (the forecast's own horizon).
 """
 
 from __future__ import annotations
@@ -189,6 +191,17 @@ def run(args) -> int:
         label=label,
         label_name=label_text(args.horizon),
     )
+    # a forecast table (ret_qNN, prob_up, hist_vol columns): its distribution's calibration
+    from kronos_alpha.strategies.forecast_calibration import from_forecast_table
+
+    f = Path(args.signal)
+    table = pd.read_parquet(f) if f.suffix in (".parquet", ".pq") else pd.read_csv(f)
+    if not isinstance(table.index, pd.MultiIndex):
+        table = table.assign(datetime=pd.to_datetime(table["datetime"]))
+        table = table.set_index(["datetime", "instrument"])
+    realised = qlib_label(history, args.horizon, delay=0)  # close[t+h]/close[t] - 1
+    past = qlib_label(panel, args.horizon, delay=0)
+    ev.calibration = from_forecast_table(table.sort_index(), realised, args.horizon, past=past)
     path = write_report(
         ev, args.out, title=f"{Path(args.signal).name}: {args.book} book ({column})"
     )
