@@ -19,6 +19,17 @@ one JSON object; per case:
 
     python benchmarks/generation.py                 # all three cases, 1 torch thread
     python benchmarks/generation.py --cases c --threads 2
+    python benchmarks/generation.py --cases b --int8 [--model base]   # the int8 columns
+
+``--int8`` adds the int8 weight mode (``inference.quantize``) to every case, alternated
+with the other runs: int8_engine_s and int8_speedup (the int8 engine against the same
+float32 reference loop), int8_api_s and int8_api_speedup (``KronosPredictor(int8=True)``
+against the float32 reference through the API); int8_token_agreement, the share of the
+generated (s1, s2) tokens identical to the float32 engine's greedy ones (a free-running
+comparison: after the first flipped token the two continue from different contexts), and
+int8_step_agreement, the share of positions where int8 and float32 pick the same greedy
+s1 token given the same tokens (the float32 path); int8_api_close_mean_rel_diff, the mean
+|relative difference| of the forecast closes. ``--model base``: Kronos-base dimensions.
 
 Measured 2026-12-01 on this project's 2-core CPU (--repeats 3 --reference-repeats 2),
 API speed-up (engine alone) / limit_speedup, identical tokens and forecasts in every case:
@@ -49,11 +60,14 @@ from floor import limit_seconds, machine_rates  # benchmarks/floor.py, beside th
 from kronos_alpha import Kronos, KronosPredictor, KronosTokenizer
 from kronos_alpha.inference import generation
 from kronos_alpha.inference.data import time_features
-from kronos_alpha.model.configs import KRONOS_SMALL, TOKENIZER_BASE, without_dropout
+from kronos_alpha.inference.quantize import quantize_int8
+from kronos_alpha.model.configs import KRONOS_BASE, KRONOS_SMALL, TOKENIZER_BASE, without_dropout
 
 # name: (series, context, pred_len, sample_count)
 CASES = {"a": (1, 400, 120, 1), "b": (1, 256, 120, 1), "c": (32, 90, 10, 5)}
 TARGETS = {"a": 10, "b": 16, "c": 40}  # API vs reference through the API (issue 17)
+INT8_TARGETS = {"b": 25}  # int8 mode through the API vs the float32 reference (issue 17)
+MODELS = {"small": KRONOS_SMALL, "base": KRONOS_BASE}
 MAX_CONTEXT = 512
 
 
@@ -113,9 +127,45 @@ def recorded(store: dict, name: str, fn):
     return run
 
 
-def run_case(name: str, repeats: int, reference_repeats: int, device: str) -> dict:
+def step_agreement(model, qmodel, tok1, tok2, stamps, context: int) -> float:
+    """Share of generated positions where both models' greedy s1 token is the same, given
+    the same preceding tokens (one full pass each over the last window)."""
+    end = tok1.shape[1] - 1  # inputs: every token but the last
+    w = slice(max(0, end - MAX_CONTEXT), end)
+    with torch.inference_mode():
+        a = model.decode_s1(tok1[:, w], tok2[:, w], stamps[:, w])[0].argmax(-1)
+        b = qmodel.decode_s1(tok1[:, w], tok2[:, w], stamps[:, w])[0].argmax(-1)
+    gen = slice(max(0, context - 1 - w.start), None)  # the logits of generated positions
+    return float((a[:, gen] == b[:, gen]).float().mean())
+
+
+def int8_columns(best, out, model, qmodel, stamps, context, name) -> dict:
+    (e1, e2), (q1, q2) = out["engine"], out["int8"]
+    g = slice(context, None)
+    same = (e1[:, g] == q1[:, g]) & (e2[:, g] == q2[:, g])
+    differs = (~same).any(0).nonzero()
+    api = np.stack([f["close"].to_numpy() for f in out["api"]])
+    api8 = np.stack([f["close"].to_numpy() for f in out["int8_api"]])
+    return {
+        "int8_engine_s": round(best["int8"], 4),
+        "int8_speedup": round(best["reference"] / best["int8"], 2),
+        "int8_vs_engine": round(best["engine"] / best["int8"], 2),
+        "int8_api_s": round(best["int8_api"], 4),
+        "int8_api_speedup": round(best["api_reference"] / best["int8_api"], 2),
+        "int8_api_target": INT8_TARGETS.get(name),
+        "int8_token_agreement": round(float(same.float().mean()), 4),
+        "int8_s1_agreement": round(float((e1[:, g] == q1[:, g]).float().mean()), 4),
+        "int8_first_difference_step": int(differs[0]) if len(differs) else None,
+        "int8_step_agreement": round(step_agreement(model, qmodel, e1, e2, stamps, context), 4),
+        "int8_api_close_mean_rel_diff": float(np.mean(np.abs(api8 / api - 1))),
+    }
+
+
+def run_case(
+    name: str, repeats: int, reference_repeats: int, device: str, int8=False, dims="small"
+) -> dict:
     torch.manual_seed(0)
-    model = Kronos(**without_dropout(KRONOS_SMALL)).eval().to(device)
+    model = Kronos(**without_dropout(MODELS[dims])).eval().to(device)
     tokenizer = KronosTokenizer(**TOKENIZER_BASE).eval()
     n, context, pred_len, samples = CASES[name]
     s1, s2, stamp, future = (t.to(device) for t in token_inputs(tokenizer, n, context, pred_len))
@@ -138,6 +188,8 @@ def run_case(name: str, repeats: int, reference_repeats: int, device: str) -> di
     generation.generate = recorded(tokens, "engine", generation.generate)
     generation.generate_reference = recorded(tokens, "reference", generation.generate_reference)
     best = dict.fromkeys(["engine", "api", "reference", "api_reference"], float("inf"))
+    best.update(int8=float("inf"), int8_api=float("inf"))
+    qmodel, int8_runs = None, {}  # built after the float32 peak RSS is read
     out = {}
     timed(lambda: through(engine_api))  # warm-up (allocator, thread pool, stacked weights)
     engine_rss = None
@@ -150,6 +202,17 @@ def run_case(name: str, repeats: int, reference_repeats: int, device: str) -> di
             if engine_rss is None:  # before any reference run or rate measurement
                 engine_rss, rates = peak_rss_mb(), machine_rates()
             out["api_tokens"] = tokens["engine"]
+            if int8:
+                if not int8_runs:
+                    qmodel = quantize_int8(model)
+                    q_api = KronosPredictor(model, tokenizer, device, MAX_CONTEXT, int8=True)
+                    int8_runs["int8"] = lambda q=qmodel: generate(q, *args[1:])
+                    int8_runs["int8_api"] = lambda p=q_api: through(p)
+                    for fn in int8_runs.values():
+                        fn()  # warm-up: packed weights, the scripted kernel call
+                for key, fn in int8_runs.items():
+                    t, out[key] = timed(fn)
+                    best[key] = min(best[key], t)
         if r < reference_repeats:
             for key, fn in (("reference", lambda: generate_reference(*args)),
                             ("api_reference", lambda: through(reference_api))):  # fmt: skip
@@ -163,8 +226,13 @@ def run_case(name: str, repeats: int, reference_repeats: int, device: str) -> di
     api_ref = np.stack([f.to_numpy() for f in out["api_reference"]])
     limit = limit_seconds(model, tokenizer, n, context, pred_len, samples, MAX_CONTEXT, rates)
     tokens_total = n * samples * pred_len
+    extra = {}
+    if int8:
+        stamps = torch.cat([stamp, future], 1).repeat_interleave(samples, 0)
+        extra = int8_columns(best, out, model, qmodel, stamps, context, name)
     return {
         "name": name,
+        "model": f"Kronos-{dims} dimensions",
         "series": n,
         "context": context,
         "pred_len": pred_len,
@@ -193,6 +261,7 @@ def run_case(name: str, repeats: int, reference_repeats: int, device: str) -> di
         "bandwidth_gbs": round(rates["bandwidth"] / 1e9, 1),
         "threads": torch.get_num_threads(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        **extra,
     }
 
 
@@ -211,18 +280,23 @@ def main() -> None:
         "every operation whenever another process holds a core)",
     )
     parser.add_argument("--device", default="cpu", help="cpu (the targets' device) or cuda")
+    parser.add_argument("--int8", action="store_true", help="add the int8 weight mode columns")
+    parser.add_argument("--model", default="small", choices=sorted(MODELS), help="dimensions")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:  # one case per process, so each peak RSS is its own
-        result = run_case(args.cases, args.repeats, args.reference_repeats, args.device)
+        result = run_case(
+            args.cases, args.repeats, args.reference_repeats, args.device, args.int8, args.model
+        )
         print(json.dumps(result))
         return
     cases = []
     for name in args.cases:
         cmd = [sys.executable, __file__, "--child", "--cases", name, "--repeats", str(args.repeats)]
         cmd += ["--reference-repeats", str(args.reference_repeats), "--device", args.device]
-        cmd += ["--threads", str(args.threads)]
+        cmd += ["--threads", str(args.threads), "--model", args.model]
+        cmd += ["--int8"] if args.int8 else []
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         cases.append(json.loads(out.strip().splitlines()[-1]))
     summary = {
@@ -231,7 +305,7 @@ def main() -> None:
         "api_targets_met": all(
             c["api_speedup"] >= TARGETS[c["name"]] and c["api_identical_tokens"] for c in cases
         ),
-        "model": "Kronos-small dimensions, random weights, float32, greedy",
+        "model": f"Kronos-{args.model} dimensions, random weights, float32, greedy",
         "max_context": MAX_CONTEXT,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(0),
         "threads": args.threads,
@@ -240,6 +314,14 @@ def main() -> None:
         "machine": platform.machine(),
         "numpy": np.__version__,
     }
+    if args.int8:
+        summary["int8_api_targets"] = INT8_TARGETS
+        summary["int8_api_targets_met"] = all(
+            c["int8_api_speedup"] >= INT8_TARGETS[c["name"]]
+            for c in cases
+            if c["name"] in INT8_TARGETS
+        )
+        summary["int8_kernel"] = "fbgemm dynamic int8 (quantized::linear_dynamic, 7-bit inputs)"
     print(json.dumps(summary, indent=2))
 
 

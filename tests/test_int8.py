@@ -15,7 +15,7 @@ from conftest import ROOT, TINY_MODEL, TINY_TOKENIZER, make_panel
 from torch import nn
 
 from kronos_alpha import Forecaster, Kronos, KronosPredictor, KronosTokenizer
-from kronos_alpha.inference import generation
+from kronos_alpha.inference import generation, quantize
 from kronos_alpha.inference.quantize import Int8Linear, Int8Weight, is_int8, quantize_int8
 from kronos_alpha.inference.settings import ForecastSettings, SettingsError
 
@@ -73,9 +73,13 @@ def test_refuses_other_dtypes():
         quantize_int8(nn.Linear(4, 4).to(torch.bfloat16))
 
 
-def test_the_engines_layouts_stay_int8_and_match_the_kernel():
+def test_the_engines_layouts_stay_int8_and_match_the_kernel(monkeypatch):
     """The stacking and re-layout generation._step_weights applies (cat, the (in, out)
-    layout, the per-thread blocks) give the same products as the stacked int8 matrix."""
+    layout, the per-thread blocks) give the same products as the stacked int8 matrix, each
+    layout packed once however many products it runs."""
+    packs = []
+    prepack = quantize._prepack
+    monkeypatch.setattr(quantize, "_prepack", lambda *a: packs.append(1) or prepack(*a))
     torch.manual_seed(1)
     a, b = (Int8Linear.from_linear(nn.Linear(16, 8)) for _ in range(2))
     x, bias = torch.randn(3, 16), torch.randn(16)
@@ -87,7 +91,10 @@ def test_the_engines_layouts_stay_int8_and_match_the_kernel():
     for parts in (1, 2, 4):
         laid = generation._laid_out(a.weight, b.weight, parts=parts)
         assert isinstance(laid, Int8Weight)
-        assert torch.equal(generation._product(x, laid, bias), want)
+        packs.clear()
+        for _ in range(3):
+            assert torch.equal(generation._product(x, laid, bias), want)
+        assert len(packs) == 1
     # Any other operation sees the dequantised matrix.
     assert torch.equal(stacked * 2, stacked.dequantize() * 2)
     assert torch.equal(stacked.t() @ x.t()[:16], stacked.dequantize().t() @ x.t()[:16])

@@ -94,7 +94,8 @@ class Int8Weight(torch.Tensor):
     def __init__(self, q, scale, shape=None, recipe=()):
         self.q, self.scale, self.recipe = q, scale, tuple(recipe)
         self._ndim = len(q.shape if shape is None else shape)
-        self._pack = self._bias = self._bias_version = None  # the last packing
+        self._pack = self._bias = self._key = None  # the last packing
+        self._whole = None  # blocks: the whole (out, in) matrix, packed once
 
     def __repr__(self) -> str:
         return (
@@ -125,18 +126,23 @@ class Int8Weight(torch.Tensor):
     def packed(self, bias: torch.Tensor | None):
         """fbgemm's packed weights with ``bias`` folded in (None: that bias cannot be).
 
-        The last packing is kept: the engine and a layer each pass one fixed bias tensor.
+        The last packing is kept, keyed by the bias's storage, size and version, so a fresh
+        view of the same bias (the engine's per-thread blocks take one per call) reuses it;
+        holding the bias keeps its address its own.
         """
-        version = None if bias is None or bias.is_inference() else bias._version
-        if self._pack is not None and bias is self._bias and version == self._bias_version:
+        key = None
+        if bias is not None:
+            version = None if bias.is_inference() else bias._version
+            key = (bias.data_ptr(), bias.numel(), version)
+        if self._pack is not None and key == self._key:
             return self._pack
         if self.q.device.type != "cpu":
             raise RuntimeError(f"int8 weights run on the CPU only; these are on {self.q.device}")
-        if bias is not None and (bias.dtype != torch.float32 or bias.shape != self.q.shape[:1]):
+        if bias is not None and (bias.dtype != torch.float32 or bias.numel() != self.q.shape[0]):
             return None
-        b = None if bias is None else bias.detach().contiguous()
+        b = None if bias is None else bias.detach().reshape(-1).contiguous()
         self._pack = _prepack(self.q, self.scale, b)
-        self._bias, self._bias_version = bias, version
+        self._bias, self._key = bias, key
         return self._pack
 
     @classmethod
@@ -209,7 +215,9 @@ def _blocks_product(xs, w, bias=None):
         return NotImplemented  # not one block of rows expanded over the parts
     p, _, o = w.shape
     flat = None if bias is None else bias.reshape(-1)
-    y = _int8_linear(xs[0], Int8Weight(w.q, w.scale), flat)
+    if w._whole is None:
+        w._whole = Int8Weight(w.q, w.scale)
+    y = _int8_linear(xs[0], w._whole, flat)
     if y is NotImplemented:
         return y
     return y.view(xs.shape[1], p, o).transpose(0, 1)
