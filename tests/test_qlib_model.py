@@ -283,7 +283,12 @@ def test_fit_fine_tunes_when_asked(qlib_on, predicted, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["workflow_kronos_csi300.yaml", "workflow_lgb_alpha158_csi300.yaml"]
+    "name",
+    [
+        "workflow_kronos_csi300.yaml",
+        "workflow_lgb_alpha158_csi300.yaml",
+        "workflow_lgb_alpha158_kronos_csi300.yaml",
+    ],
 )
 def test_example_workflows_are_consistent(name):
     """The CSI300 examples name importable classes and share one backtest (run them with qrun)."""
