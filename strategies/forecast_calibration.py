@@ -250,6 +250,7 @@ def markdown(table: pd.DataFrame, rel: pd.DataFrame, pit: pd.DataFrame, fmt_tabl
     cells = rel.assign(cell=[f"{r:.2f} / {p:.2f} ({n})" for r, p, n in
                              zip(rel["realised"], rel["predicted"], rel["rows"])])  # fmt: skip
     wide = cells.pivot(index="model", columns="bin", values="cell").fillna("")
+    wide = wide.reindex(pd.unique(rel["model"]))  # the models' order, not the alphabet
     wide.columns = [f"{k / BINS:.1f}-{(k + 1) / BINS:.1f}" for k in wide.columns]
     head = "| | " + " | ".join(wide.columns) + " |"
     lines += [head, "|---" * (wide.shape[1] + 1) + "|"]

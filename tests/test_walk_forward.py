@@ -196,7 +196,8 @@ def _window(out: Path, i: int) -> dict:
 def test_report_has_every_model_and_metric(runs):
     s = runs["clean"]
     table = s["table"]
-    models = ["zero_info", "reversal_5d", "momentum_20d", "lgb_alpha158", "lgb_alpha158_kronos"]
+    models = ["zero_info", "reversal_5d", "momentum_20d", "lgb_alpha158", "lgb_alpha158_sparse"]
+    models += ["lgb_alpha158_kronos"]
     models += ["kronos_zero_shot", "kronos_calibrated", "kronos_finetuned"]
     models += ["kronos_finetuned_calibrated"]
     assert set(models) <= set(table.index)
@@ -230,11 +231,17 @@ def test_report_has_every_model_and_metric(runs):
     # calibration widens the too narrow raw intervals of the tiny fixture
     assert cal.loc["kronos_calibrated", "coverage80"] > cal.loc["kronos_zero_shot", "coverage80"]
     # the stacked baseline's paired RankIC difference against lgb_alpha158, with its t
-    assert "## lgb_alpha158_kronos minus lgb_alpha158" in text
+    assert "## lgb_alpha158_kronos against lgb_alpha158" in text
     st = s["stacked"]
-    assert list(st.index) == ["lgb_alpha158_kronos"] and np.isfinite(st.loc[:, "t_NW"]).all()
+    pairs = ["lgb_alpha158_kronos - lgb_alpha158", "lgb_alpha158_kronos - lgb_alpha158_sparse"]
+    assert list(st.index) == [*pairs, "lgb_alpha158_sparse - lgb_alpha158"]
+    assert np.isfinite(st["t_NW"]).all()
     ric = table.loc["lgb_alpha158_kronos", "RankIC"] - table.loc["lgb_alpha158", "RankIC"]
-    assert st.loc["lgb_alpha158_kronos", "RankIC_diff"] == pytest.approx(ric)
+    assert st.loc[pairs[0], "RankIC_diff"] == pytest.approx(ric)
+    # the ablation fits on the stacked model's rows, with the same (scaled) penalties
+    fk, fs = (_window(out, 0)["fits"][m] for m in ("lgb_alpha158_kronos", "lgb_alpha158_sparse"))
+    assert fk["train_rows"] == fs["train_rows"] and fk["features"] == fs["features"] + 12
+    assert fk["lambda_l2"] == fs["lambda_l2"] == pytest.approx(1.0 / 5)
     # every model is scored on the same (t, instrument) pairs: Kronos's universe
     w0 = _window(out, 0)
     assert w0["signals"][models].notna().all().all()
@@ -312,7 +319,7 @@ def test_planted_future_jump_changes_nothing_decided_before_it(runs):
     assert before.any() and (~before).any()
     # fits of window 0 (train/valid end before the jump) are identical: LightGBM (trees, best
     # iteration), the stacked baseline (with its PCA) and both calibrators
-    for name in ("lgb_alpha158", "lgb_alpha158_kronos", "kronos_calibrated"):
+    for name in ("lgb_alpha158", "lgb_alpha158_kronos", "lgb_alpha158_sparse", "kronos_calibrated"):
         assert a["fits"][name] == b["fits"][name], name
     assert a["fits"]["kronos_finetuned_calibrated"] == b["fits"]["kronos_finetuned_calibrated"]
     # window 1 calibrates on outcomes after the jump: its calibrator sees it (the test can fail)

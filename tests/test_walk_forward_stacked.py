@@ -14,6 +14,7 @@ from kronos_alpha.strategies.walk_forward.baselines import load_booster
 from kronos_alpha.strategies.walk_forward.stacked import (
     KronosRows,
     fit_lgb_kronos,
+    fit_lgb_sparse,
     predict_lgb_kronos,
     train_dates,
 )
@@ -133,6 +134,11 @@ def test_lgb_alpha158_kronos_fits_predicts_and_sees_no_future(forecaster):
     pd.testing.assert_frame_equal(
         mine.sort_index(), same.frame.sort_index()[mine.columns], check_exact=False, rtol=1e-6
     )
+
+    # the ablation: Alpha158 alone on the same rows, with the same penalties (scaled by 1/5)
+    text_s, info_s = fit_lgb_sparse(cfg, data, frames, win, rows)
+    assert info_s["train_rows"] == info["train_rows"] and info_s["features"] == 3
+    assert info_s["lambda_l2"] == info["lambda_l2"] == pytest.approx(1.0 / 5)
 
     # planted future 1: prices change from the test start on -> the whole fit is identical
     # (valid labels end horizon + 1 bars before the test)

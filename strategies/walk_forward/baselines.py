@@ -137,11 +137,17 @@ def design(feature: pd.DataFrame, index: pd.MultiIndex, extra: pd.DataFrame | No
 
 
 def fit_lgb(
-    cfg: dict, data: Data, frames: dict, win: dict, extra: pd.DataFrame | None = None
+    cfg: dict,
+    data: Data,
+    frames: dict,
+    win: dict,
+    extra: pd.DataFrame | None = None,
+    params: dict | None = None,
 ) -> tuple[str, dict]:
     """LightGBM fitted on the train segment's member rows, early-stopped on the valid segment:
     (the booster's model text, a summary of the fit). With ``extra`` (more feature columns by
-    (datetime, instrument)) only the rows that have them are used, and they join Alpha158."""
+    (datetime, instrument), possibly none) only the rows it indexes are used, and its columns
+    join Alpha158. ``params``: the LightGBM parameters (default: Qlib's + lightgbm.params)."""
     import lightgbm as lgb
 
     lg = cfg["lightgbm"]
@@ -156,7 +162,7 @@ def fit_lgb(
         X = design(feature, y.index, extra)
         seen.update(y.to_numpy().tobytes() + X.to_numpy().tobytes())
         sets.append(lgb.Dataset(X.to_numpy(), label=y.to_numpy(), free_raw_data=True))
-    params = {**LGB_PARAMS, **lg["params"], "num_threads": cfg["num_threads"]}
+    params = {**(params or lgb_params(cfg)), "num_threads": cfg["num_threads"]}
     booster = lgb.train(
         params,
         sets[0],
@@ -170,6 +176,8 @@ def fit_lgb(
         "fitted_in_window": win["index"],
         "best_iteration": int(booster.best_iteration),
         "features": int(X.shape[1]),
+        "lambda_l1": float(params.get("lambda_l1", 0.0)),
+        "lambda_l2": float(params.get("lambda_l2", 0.0)),
         "train_rows": int(sets[0].num_data()),
         "valid_rows": int(sets[1].num_data()),
         "train_label_end": str(win["train"][1].date()),
@@ -177,6 +185,11 @@ def fit_lgb(
         "data_digest": seen.hexdigest()[:16],  # every feature and label it saw
     }
     return text, info
+
+
+def lgb_params(cfg: dict) -> dict:
+    """Qlib's published parameters with the config's ``lightgbm.params`` over them."""
+    return {**LGB_PARAMS, **cfg["lightgbm"]["params"]}
 
 
 def load_booster(text: str):

@@ -15,6 +15,7 @@ MODELS = (
     "reversal_5d",
     "momentum_20d",
     "lgb_alpha158",
+    "lgb_alpha158_sparse",
     "lgb_alpha158_kronos",
     "kronos_zero_shot",
     "kronos_calibrated",
@@ -71,8 +72,16 @@ DEFAULTS = {
         # lgb_alpha158_kronos: Alpha158 + kronos_features() (needs kronos.enabled). Its train /
         # valid rows are the dates every ``every`` bars on the decision grid's phase (None:
         # windows.decision_every) that have a Kronos forecast; components > 0 adds that many
-        # principal components of the embedding, the PCA fitted on the train segment only
-        "kronos_features": {"enabled": True, "components": 0, "every": None},
+        # principal components of the embedding, the PCA fitted on the train segment only.
+        # ``ablation``: also lgb_alpha158_sparse, Alpha158 alone on the very same rows. Both
+        # divide lambda_l1 / lambda_l2 by ``every`` (see stacked.py); ``params`` overrides
+        "kronos_features": {
+            "enabled": True,
+            "components": 0,
+            "every": None,
+            "ablation": True,
+            "params": {},
+        },
     },
     "kronos": {  # model, tokenizer, history_bars: walk-forward's; the rest: ForecastSettings
         "enabled": True,
@@ -101,7 +110,12 @@ DEFAULTS = {
     },
 }
 
-FREE_FORM = {("lightgbm", "params"), ("finetune", "tokenizer"), ("finetune", "predictor")}
+FREE_FORM = {
+    ("lightgbm", "params"),
+    ("lightgbm", "kronos_features", "params"),
+    ("finetune", "tokenizer"),
+    ("finetune", "predictor"),
+}
 
 
 class WalkForwardConfigError(InputError):
@@ -170,7 +184,8 @@ def _check_blocks(cfg: dict) -> None:
     c, f = cfg["kronos"]["calibration"], cfg["lightgbm"]["kronos_features"]
     for name, block, key in (("kronos.calibration", c, "enabled"),
                              ("kronos.calibration", c, "tune"),
-                             ("lightgbm.kronos_features", f, "enabled")):  # fmt: skip
+                             ("lightgbm.kronos_features", f, "enabled"),
+                             ("lightgbm.kronos_features", f, "ablation")):  # fmt: skip
         if not isinstance(block[key], bool):
             raise WalkForwardConfigError(f"{name}.{key} must be true or false, got {block[key]!r}")
     step = cfg["windows"]["decision_every"]
@@ -235,6 +250,7 @@ def enabled_models(cfg: dict) -> list[str]:
     on["lgb_alpha158_kronos"] = bool(
         lg["enabled"] and k["enabled"] and lg["kronos_features"]["enabled"]
     )
+    on["lgb_alpha158_sparse"] = on["lgb_alpha158_kronos"] and lg["kronos_features"]["ablation"]
     on["kronos_zero_shot"] = bool(k["enabled"])
     on["kronos_finetuned"] = bool(cfg["finetune"]["enabled"])
     for name, raw in CALIBRATED.items():

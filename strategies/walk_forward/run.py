@@ -3,8 +3,9 @@
 Resuming: each finished window is a folder ``windows/wNNN_YYYYMMDD/`` of plain files, no
 pickle: ``signals.parquet``, ``hist_vol.parquet``, ``prob_up.parquet`` (each Kronos model's
 P(R > 0)), ``samples_<model>.parquet`` (one column per sampled path; for a calibrated model its
-99 calibrated quantiles), ``lgb_model.txt`` / ``lgbk_model.txt`` (LightGBM's own model text
-of lgb_alpha158 / lgb_alpha158_kronos, when the window fitted one) and, written last,
+99 calibrated quantiles), ``lgb_model.txt`` / ``lgbk_model.txt`` / ``lgbs_model.txt`` (LightGBM's own
+model text of lgb_alpha158 / lgb_alpha158_kronos / lgb_alpha158_sparse, when the window
+fitted one) and, written last,
 ``result.json`` (the window's segments and dates, fit summaries with each calibrator as its
 JSON and the embedding PCA as plain numbers, forecaster reports, seconds). A window is finished when its ``result.json`` exists. Every window, computed
 now or earlier, is read back from its folder before it enters the report, so a resumed run
@@ -34,11 +35,12 @@ from .config import (
 )
 from .data import Data
 from .kronos import Forecasters, finetune_window, kronos_forecast
-from .stacked import KronosRows, fit_lgb_kronos, predict_lgb_kronos
+from .stacked import KronosRows, fit_lgb_kronos, fit_lgb_sparse, predict_lgb_kronos
 from .windows import rolling_windows
 
 RESULT = "result.json"
-MODEL_TEXTS = ("lgb_model", "lgbk_model")  # LightGBM model texts: lgb_alpha158, lgb_alpha158_kronos
+# LightGBM model texts: lgb_alpha158, lgb_alpha158_kronos, lgb_alpha158_sparse
+MODEL_TEXTS = ("lgb_model", "lgbk_model", "lgbs_model")
 
 
 def _check_resumable(cfg: dict, out: Path) -> None:
@@ -60,6 +62,7 @@ class _Fits:
     def __init__(self):
         self.lgb = None  # (booster model text, info)
         self.lgbk = None  # the same for lgb_alpha158_kronos
+        self.lgbs = None  # and for lgb_alpha158_sparse
         self.ft = None  # info
         self._boosters: dict = {}  # model text -> the booster loaded from it (the latest two)
 
@@ -71,7 +74,7 @@ class _Fits:
         return self._boosters[text]
 
     def _texts(self):
-        return {f[0] for f in (self.lgb, self.lgbk) if f is not None}
+        return {f[0] for f in (self.lgb, self.lgbk, self.lgbs) if f is not None}
 
 
 def _kronos_models(cfg, data, win, index, fc, raw: str, after, result, columns) -> pd.MultiIndex:
@@ -113,6 +116,15 @@ def run_window(cfg, data, win, frames, fits: _Fits, forecasters, out: Path, rows
         best = info["best_iteration"] or None
         signals["lgb_alpha158"] = fits.booster().predict(X, num_iteration=best)
         result["fits"]["lgb_alpha158"] = info
+    if "lgb_alpha158_sparse" in models:
+        if refit or fits.lgbs is None:
+            fits.lgbs = fit_lgb_sparse(cfg, data, frames, win, rows)
+            result["lgbs_model"] = fits.lgbs[0]
+        info = fits.lgbs[1]
+        X = frames["feature"].reindex(index).to_numpy()
+        best = info["best_iteration"] or None
+        signals["lgb_alpha158_sparse"] = fits.booster("lgbs").predict(X, num_iteration=best)
+        result["fits"]["lgb_alpha158_sparse"] = info
     if "lgb_alpha158_kronos" in models:
         if refit or fits.lgbk is None:
             fits.lgbk = fit_lgb_kronos(cfg, data, frames, win, rows)
@@ -203,6 +215,8 @@ def _restore_fits(res: dict, fits: _Fits) -> None:
         fits.lgb = (res["lgb_model"], res["fits"]["lgb_alpha158"])
     if "lgbk_model" in res:
         fits.lgbk = (res["lgbk_model"], res["fits"]["lgb_alpha158_kronos"])
+    if "lgbs_model" in res:
+        fits.lgbs = (res["lgbs_model"], res["fits"]["lgb_alpha158_sparse"])
     if "kronos_finetuned" in res["fits"]:
         fits.ft = res["fits"]["kronos_finetuned"]
 
@@ -234,7 +248,7 @@ def save_window(res: dict, folder: Path) -> None:
         "reports": res["reports"],
         "samples": list(res["samples"]),
         "lgb_model": "lgb_model" in res,
-        "lgbk_model": "lgbk_model" in res,
+        **{key: key in res for key in MODEL_TEXTS[1:]},
         "seconds": res["seconds"],
     }
     write_json(folder / RESULT, _plain(meta))
