@@ -13,9 +13,14 @@ exactly, i.e. all five tokens agree). Prints one JSON object.
 
     python benchmarks/int8_drift.py [--instruments 60 --dates 20 --threads 1]
 
-The bundled checkpoint is small (d_model 128, 4 layers): its products are too small for
-int8 to be faster, so the seconds here are for the record only; the speed figures come
-from benchmarks/generation.py --int8 (Kronos-small and -base dimensions).
+The bundled checkpoint is small (d_model 128, 4 layers) and each run is timed once, so the
+seconds here are for the record only; the speed figures come from
+benchmarks/generation.py --int8 (Kronos-small and -base dimensions, alternated, best of).
+
+Measured 2026-12-01 (1 thread, load 5, about 3 minutes in all): greedy forecasts identical
+92%; mean |delta pred_return| 0.0048 (12% of the forecasts' spread, correlation 0.974)
+against 0.0178 (45%) for a seed change; rank IC 0.041 float32, 0.043 int8 (change +0.002,
+s.e. 0.007), while a seed change moves it by -0.040.
 """
 
 from __future__ import annotations

@@ -13,18 +13,21 @@ activations, not weights) and the whole tokenizer (its decoder turns tokens back
 prices: error there moves every forecast, and it is a small share of the time).
 
 Why: a one-token generation step is bound by reading the weights (about 94 MB in float32
-for Kronos-small), and int8 reads a quarter of them, which also fits the 32 MB L3 cache of
-this project's CPU. Measured at 1 thread on its AMD EPYC (AVX2, no AVX-512 VNNI), the
-step's products of Kronos-small: float32 5.8 ms, this kernel 2.1 ms,
-``torch._weight_int8pack_mm`` (weight-only int8) 22 ms, ``torch._int_mm`` slower than
-float32 (see benchmarks/generation.py ``--int8``).
+for Kronos-small), and int8 reads a quarter of them (24 MB for Kronos-small, which fits
+the 32 MB L3 cache of this project's CPU; 97 MB for Kronos-base). The kernel was chosen by
+timing the 37 products of one Kronos-small step at 1 thread on that CPU, an AMD EPYC with
+AVX2 and no AVX-512 VNNI (one-off timings, unloaded box): float32 5.8 ms, this kernel
+2.1 ms, onednn's 7.0 ms, ``torch._weight_int8pack_mm`` (weight-only int8) 22 ms, and
+``torch._int_mm`` 15x slower than float32 on a single 512 x 1536 product (torchao, not
+installed here, was not tried). End-to-end figures: benchmarks/generation.py --int8.
 
 How the engine sees it: each quantised layer's ``weight`` is an :class:`Int8Weight`, a
 tensor subclass that looks like the float32 (out, in) matrix and routes ``F.linear``
 through the int8 kernel; the stacking and re-layout the generation engine applies
 (``torch.cat`` along rows, ``t``/``contiguous``, and the per-thread ``view``/
 ``transpose``/``bmm`` blocks) stay int8. Any other operation on it sees the dequantised
-float32 matrix, so it stays correct, only not faster.
+float32 matrix, so it stays correct, only not faster. The weights are read-only: an int8
+model is for inference, not for training.
 """
 
 from __future__ import annotations
