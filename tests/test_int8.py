@@ -117,6 +117,7 @@ def test_forecasts_are_finite_and_close_to_float32(pair, which, bound):
     fc = Forecaster(model, tok, **dict(greedy, int8=True))
     int8 = fc.forecast(panel, dates=dates)
     assert is_int8(fc.model_) and not is_int8(fc.tokenizer_)
+    assert fc.report["int8_weights"] is True and fc.report["dtype"] == "float32"
     a, b = fp32["pred_return"].to_numpy(), int8["pred_return"].to_numpy()
     assert np.isfinite(int8.to_numpy()).all() and len(a) == len(b) == 60
     assert np.abs(a - b).mean() < bound * a.std()

@@ -336,7 +336,9 @@ class Forecaster:
                 )
             self.calibrated_returns_ = pd.DataFrame(cal.quantile_grid(table), index=table.index)
             table = cal.apply(table, s.quantiles)
-        self.report = run_report(self._loaded, series, windows, counts, outcome, calendar, start)
+        self.report = run_report(
+            self._loaded, series, windows, counts, outcome, calendar, start, s.int8
+        )
         self.report["calibrated"] = cal is not None
         return table
 
@@ -365,7 +367,9 @@ class Forecaster:
         values = np.stack(outcome.results) if windows else np.zeros((0, width), np.float32)
         cols = embedding_columns(st.model.d_model)
         frame = pd.DataFrame(values.astype(np.float32), index=index, columns=cols)
-        self.report = run_report(self._loaded, series, windows, counts, outcome, None, start)
+        self.report = run_report(
+            self._loaded, series, windows, counts, outcome, None, start, s.int8
+        )
         return frame
 
     # -- calibration -------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def compute_all(loaded, settings, windows, seeds, lookback: int, job: Job, store
     bar.close()
 
 
-def run_report(loaded, series, windows, counts, outcome, calendar, start) -> dict:
+def run_report(loaded, series, windows, counts, outcome, calendar, start, int8=False) -> dict:
     """What a forecast or embed call did (``Forecaster.report``)."""
     skipped = counts["skipped"]
     return {
@@ -142,6 +142,7 @@ def run_report(loaded, series, windows, counts, outcome, calendar, start) -> dic
         "model": loaded.source,
         "device": str(loaded.device),
         "dtype": str(loaded.dtype).replace("torch.", ""),
+        "int8_weights": bool(int8),  # the predictor's Linear layers (dtype: the rest)
         "world_size": distributed.world_size(),
         "calendar": calendar,
         "seconds": round(time.perf_counter() - start, 3),
