@@ -25,6 +25,8 @@ def test_forecast_options_build_one_settings_with_the_library_defaults():
     assert (s.lookback, s.sample_count, s.top_p, s.return_paths, s.progress) == (
         32, 4, 0.5, False, False,
     )  # fmt: skip
+    assert s.int8 is False
+    assert settings_from(build_parser().parse_args(["forecast", "--int8"])).int8 is True
 
 
 def test_forecast_help_shows_the_defaults(capsys):

@@ -29,7 +29,7 @@ DEFAULTS = ForecastSettings(sample_count=20)
 # --chart and --quiet.
 SETTING_ARGS = (
     "lookback", "horizon", "sample_count", "T", "top_p", "seed", "device", "dtype", "cache_dir",
-    "calendar",
+    "calendar", "int8",
 )  # fmt: skip
 SAMPLE_CALENDAR = "XNYS"  # the bundled sample: US stocks (NYSE/Nasdaq share the holidays)
 
@@ -73,6 +73,9 @@ def register(sub) -> None:
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:1, mps (default: auto)")
     p.add_argument(
         "--dtype", default=d.dtype, help="float32, bf16 or fp16 (cuda) (default: float32)"
+    )
+    p.add_argument(
+        "--int8", action="store_true", help="int8 weights for the predictor (CPU, opt-in)"
     )
     p.add_argument("--cache-dir", default=d.cache_dir, help="forecast cache folder (default: none)")
     p.add_argument(
