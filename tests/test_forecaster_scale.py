@@ -206,24 +206,28 @@ torch.set_num_threads(1)
 from kronos_alpha import Forecaster
 from kronos_alpha.inference import distributed
 assert distributed.init_from_env()
-panel = pd.read_pickle(sys.argv[1])
+panel = pd.read_parquet(sys.argv[1])
+dates = panel.index.get_level_values("datetime").unique()[-3:]
 fc = Forecaster(model=sys.argv[2], lookback=24, horizon=3, sample_count=3, progress=False, cache_dir=sys.argv[4])
-table = fc.forecast(panel, dates=panel["AAA"].index[-3:])
+table = fc.forecast(panel, dates=dates)
 assert fc.report["world_size"] == 2 and fc.report["computed_by_this_rank"] in (4, 5), fc.report
-table.to_pickle(sys.argv[3] + f".rank{distributed.rank()}")
+table.to_parquet(sys.argv[3] + f".rank{distributed.rank()}")
+emb = Forecaster(model=sys.argv[2], lookback=24, progress=False).embed(panel, dates=dates)
+emb.to_parquet(sys.argv[3] + f".embed{distributed.rank()}")
 """
 
 
 def test_two_gloo_ranks_give_the_same_table_as_one_process(tmp_path):
     panel = make_panel(names=("AAA", "BBB", "CCC"))
-    pd.to_pickle(panel, tmp_path / "panel.pkl")
+    long = pd.concat(panel, names=["instrument", "datetime"]).swaplevel().sort_index()
+    long.to_parquet(tmp_path / "panel.parquet")
     (tmp_path / "shard.py").write_text(SHARD_SCRIPT)
     cache = tmp_path / "cache"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += [
         str(tmp_path / "shard.py"),
-        str(tmp_path / "panel.pkl"),
+        str(tmp_path / "panel.parquet"),
         str(FIXTURE),
         str(tmp_path / "t"),
         str(cache),
@@ -231,8 +235,13 @@ def test_two_gloo_ranks_give_the_same_table_as_one_process(tmp_path):
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     one = fc_for().forecast(panel, dates=panel["AAA"].index[-3:])
-    for rank in (0, 1):
-        pd.testing.assert_frame_equal(pd.read_pickle(tmp_path / f"t.rank{rank}"), one)
+    emb = fc_for().embed(panel, dates=panel["AAA"].index[-3:])
+    for rank in (0, 1):  # both ranks hold the whole gathered table
+        # (parquet reads the instrument level back as strings: the values must be identical)
+        got = pd.read_parquet(tmp_path / f"t.rank{rank}")
+        pd.testing.assert_frame_equal(got, one, check_index_type=False)
+        got = pd.read_parquet(tmp_path / f"t.embed{rank}")
+        pd.testing.assert_frame_equal(got, emb, check_index_type=False)
     # the ranks filled one shared cache: a single process now reads everything from it
     fc = fc_for(cache_dir=cache)
     pd.testing.assert_frame_equal(fc.forecast(panel, dates=panel["AAA"].index[-3:]), one)
