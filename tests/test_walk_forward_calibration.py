@@ -14,6 +14,7 @@ from conftest import make_panel
 from kronos_alpha.strategies import forecast_calibration as fcal
 from kronos_alpha.strategies.walk_forward import LookAheadError, load_config
 from kronos_alpha.strategies.walk_forward.calibration import calibrate_window
+from kronos_alpha.strategies.walk_forward.data import Data
 from kronos_alpha.strategies.walk_forward.windows import calibration_dates, grid_dates
 from scipy.stats import norm
 
@@ -22,25 +23,11 @@ from kronos_alpha import Forecaster
 H = 5
 
 
-class SynthData:
-    """What the walk-forward's Data offers the calibration: calendar, members, cut."""
-
-    def __init__(self, frames: dict):
-        panel = pd.concat(frames, names=["instrument", "datetime"]).swaplevel().sort_index()
-        self.panel = panel
-        self.calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique())
-        self.names = sorted(frames)
-        self.members = pd.DataFrame(True, index=self.calendar, columns=self.names)
-        self.members.iloc[:300, -1] = False  # the last name joins the index at bar 300
-
-    def cut(self, end, start=None, instruments=None):
-        t = self.panel.index.get_level_values("datetime")
-        keep = t <= pd.Timestamp(end)
-        if start is not None:
-            keep &= t >= pd.Timestamp(start)
-        if instruments is not None:
-            keep &= self.panel.index.get_level_values("instrument").isin(list(instruments))
-        return self.panel[keep]
+def synth_data(frames: dict) -> Data:
+    """The walk-forward's Data on synthetic frames; the last name joins the index at bar 300."""
+    data = Data.from_frames(frames)
+    data.members.iloc[:300, -1] = False
+    return data
 
 
 def config(start, days: int = 60) -> dict:
@@ -84,7 +71,7 @@ def test_calibration_dates_end_a_horizon_before_the_test_on_the_decision_grid():
 
 def test_rolling_calibration_reads_no_outcome_at_or_after_the_test_start(forecaster):
     frames = make_panel(4, 360, sigma=0.015, start="2020-01-01")
-    data = SynthData(frames)
+    data = synth_data(frames)
     cal = data.calendar
     t0 = 300
     cfg = config(cal[280], days=120)
@@ -97,13 +84,13 @@ def test_rolling_calibration_reads_no_outcome_at_or_after_the_test_start(forecas
     # the last name, not a member at any calibration date, is left out
     assert info["pairs"] == 3 * info["dates"]
 
-    def planted(after: pd.Timestamp, factor: float) -> SynthData:
+    def planted(after: pd.Timestamp, factor: float) -> Data:
         out = {}
         for name, df in frames.items():
             df = df.copy()
             df.loc[df.index >= after, ["open", "high", "low", "close"]] *= factor
             out[name] = df
-        return SynthData(out)
+        return synth_data(out)
 
     # garbage from the test start on, and between the last outcome bar and the test start
     for after in (cal[t0], cal[cal.get_loc(end) + 1]):
@@ -123,16 +110,16 @@ def test_rolling_calibration_reads_no_outcome_at_or_after_the_test_start(forecas
 
 def test_a_leaky_calibration_panel_is_refused(forecaster):
     frames = make_panel(3, 360, sigma=0.015)
-    data = SynthData(frames)
+    data = synth_data(frames)
     cal = data.calendar
     cfg = config(cal[280], days=120)
 
-    class Leaky(SynthData):
+    class Leaky(Data):
         def cut(self, end, start=None, instruments=None):  # ignores its end
             return super().cut(self.calendar[-1], start, instruments)
 
     with pytest.raises(LookAheadError, match="reaches"):
-        calibrate_window(cfg, Leaky(frames), forecaster, window(cal, 300))
+        calibrate_window(cfg, Leaky.from_frames(frames), forecaster, window(cal, 300))
     # a window whose past holds no calibration date is skipped, not calibrated on nothing
     short = config(cal[0], days=60)
     fc, info = calibrate_window(short, data, forecaster, window(cal, 4))

@@ -11,6 +11,7 @@ from conftest import make_panel
 from kronos_alpha.strategies.kronos_features import PCAState, kronos_features
 from kronos_alpha.strategies.walk_forward import load_config
 from kronos_alpha.strategies.walk_forward.baselines import load_booster
+from kronos_alpha.strategies.walk_forward.data import Data
 from kronos_alpha.strategies.walk_forward.stacked import (
     KronosRows,
     fit_lgb_kronos,
@@ -22,26 +23,6 @@ from kronos_alpha.strategies.walk_forward.stacked import (
 from kronos_alpha import Forecaster
 
 H = 5
-
-
-class SynthData:
-    """What the walk-forward's Data offers the baseline: calendar, members, cut."""
-
-    def __init__(self, frames: dict):
-        panel = pd.concat(frames, names=["instrument", "datetime"]).swaplevel().sort_index()
-        self.panel = panel
-        self.calendar = pd.DatetimeIndex(panel.index.get_level_values("datetime").unique())
-        self.names = sorted(frames)
-        self.members = pd.DataFrame(True, index=self.calendar, columns=self.names)
-
-    def cut(self, end, start=None, instruments=None):
-        t = self.panel.index.get_level_values("datetime")
-        keep = t <= pd.Timestamp(end)
-        if start is not None:
-            keep &= t >= pd.Timestamp(start)
-        if instruments is not None:
-            keep &= self.panel.index.get_level_values("instrument").isin(list(instruments))
-        return self.panel[keep]
 
 
 def config(start) -> dict:
@@ -61,7 +42,7 @@ def config(start) -> dict:
     )  # fmt: skip
 
 
-def frames_for(data: SynthData) -> dict:
+def frames_for(data: Data) -> dict:
     """Alpha158 stand-ins: three backward-looking features and the z-scored 5-bar label."""
     close = data.panel["close"].unstack("instrument")
     ret = close.pct_change()
@@ -100,7 +81,7 @@ def planted(frames: dict, after, factor: float) -> dict:
 
 
 def fit(cfg, bars: dict, forecaster, win):
-    data = SynthData(bars)
+    data = Data.from_frames(bars)
     frames = frames_for(data)
     rows = KronosRows(cfg, data, forecaster)
     text, info = fit_lgb_kronos(cfg, data, frames, win, rows)
@@ -109,7 +90,7 @@ def fit(cfg, bars: dict, forecaster, win):
 
 def test_lgb_alpha158_kronos_fits_predicts_and_sees_no_future(forecaster):
     bars = make_panel(5, 340, sigma=0.015, start="2020-01-01")
-    cal = SynthData(bars).calendar
+    cal = Data.from_frames(bars).calendar
     cfg = config(cal[300])
     win = window(cal)
     data, frames, rows, text, info = fit(cfg, bars, forecaster, win)
@@ -158,7 +139,7 @@ def test_lgb_alpha158_kronos_fits_predicts_and_sees_no_future(forecaster):
 
 def test_feature_rows_are_computed_once_per_date(forecaster, monkeypatch):
     bars = make_panel(3, 200, sigma=0.015)
-    data = SynthData(bars)
+    data = Data.from_frames(bars)
     cfg = config(data.calendar[150])
     rows = KronosRows(cfg, data, forecaster)
     calls = []

@@ -43,6 +43,26 @@ class Data:
             for s, e in spans[name]:
                 members.loc[pd.Timestamp(s) : pd.Timestamp(e), name] = True
         self.members = members
+        self.derive()
+
+    @classmethod
+    def from_frames(cls, frames: dict, members: pd.DataFrame | None = None) -> Data:
+        """A Data from in-memory bars {instrument: frame by time} (tests, notebooks), without
+        Qlib: every instrument is a member throughout unless ``members`` says otherwise."""
+        self = cls.__new__(cls)
+        self.panel = pd.concat(frames, names=["instrument", "datetime"]).swaplevel().sort_index()
+        self.names = sorted(frames)
+        times = self.panel.index.get_level_values("datetime").unique()
+        self.calendar = pd.DatetimeIndex(times).sort_values()
+        self.benchmark = None
+        if members is None:
+            members = pd.DataFrame(True, index=self.calendar, columns=self.names)
+        self.members = members
+        self.derive()
+        return self
+
+    def derive(self) -> None:
+        """The wide close and traded frames on the calendar."""
         self.close = self.panel["close"].unstack("instrument").reindex(self.calendar)
         volume = self.panel["volume"].unstack("instrument").reindex(self.calendar)
         self.traded = volume.fillna(0) > 0
