@@ -76,6 +76,18 @@ def tiny_pair():
     )
 
 
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """A folder with model/ and tokenizer/ of a seeded random tiny pair, in the Hub format."""
+    from kronos_alpha import Kronos, KronosTokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    Kronos(**TINY_MODEL).save_pretrained(root / "model")
+    KronosTokenizer(**TINY_TOKENIZER).save_pretrained(root / "tokenizer")
+    return root
+
+
 def make_bars(n: int, seed: int, start: str = "2021-01-04") -> pd.DataFrame:
     """Synthetic daily OHLCV bars (a random walk) with a date column, for provider folders."""
     rng = np.random.default_rng(seed)

@@ -11,12 +11,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 pytest.importorskip("qlib")
 
 import qlib  # noqa: E402
-from conftest import TINY_MODEL, TINY_TOKENIZER, make_bars  # noqa: E402
+from conftest import make_bars  # noqa: E402
 from kronos_alpha.adapters.qlib import KronosHandler, KronosModel  # noqa: E402
 from kronos_alpha.adapters.qlib.data import build  # noqa: E402
 from qlib.data.dataset import DatasetH  # noqa: E402
@@ -56,17 +55,6 @@ def providers(tmp_path_factory):
         src = tmp_path_factory.mktemp(f"csv_{name}")
         made[name] = write_provider(src, tmp_path_factory.mktemp(name), name == "planted")
     return made
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    from kronos_alpha import Kronos, KronosTokenizer
-
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    Kronos(**TINY_MODEL).save_pretrained(root / "model")
-    KronosTokenizer(**TINY_TOKENIZER).save_pretrained(root / "tokenizer")
-    return root
 
 
 def use(provider):

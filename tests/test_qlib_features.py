@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 pytest.importorskip("qlib")
 pytest.importorskip("sklearn")
 
 import qlib  # noqa: E402
-from conftest import SHARED, TINY_MODEL, TINY_TOKENIZER, make_bars  # noqa: E402
+from conftest import SHARED, make_bars  # noqa: E402
 from kronos_alpha.adapters.qlib import KronosAlpha158, KronosHandler, raw_bars  # noqa: E402
 from kronos_alpha.adapters.qlib.data import build  # noqa: E402
 from kronos_alpha.strategies.kronos_features import kronos_features  # noqa: E402
@@ -76,17 +75,6 @@ def providers(tmp_path_factory):
         )
         for name in ("clean", "planted")
     }
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    from kronos_alpha import Kronos, KronosTokenizer
-
-    root = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    Kronos(**TINY_MODEL).save_pretrained(root / "model")
-    KronosTokenizer(**TINY_TOKENIZER).save_pretrained(root / "tokenizer")
-    return root
 
 
 def use(provider):
