@@ -35,7 +35,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .forecast_metrics import central_coverage, crps_gaussian, crps_samples, gaussian_interval
+from .forecast_metrics import (
+    central_coverage,
+    crps_gaussian,
+    crps_samples,
+    gaussian_interval,
+    newey_west_tstat,
+)
 
 COVERAGE_LEVELS = (0.5, 0.8, 0.9)
 BINS = 10
@@ -131,26 +137,44 @@ def past_up_rate(fwd: pd.DataFrame, horizon: int, days: int, eligible=None) -> p
 
 
 def calibration_table(
-    dists: dict, y: np.ndarray, past_rate=None, base: str | None = GAUSSIAN, levels=None
+    dists: dict,
+    y: np.ndarray,
+    past_rate=None,
+    base: str | None = GAUSSIAN,
+    levels=None,
+    dates=None,
+    lag: int = 0,
 ) -> pd.DataFrame:
     """Rows: every model, then the base-rate references. Columns: coverage at 50/80/90% (where
     the model gives that interval), CRPS (with ``levels``: the quantile score there), skill
-    against ``base`` (1 - CRPS / base's), Brier of prob_up, pairs."""
+    against ``base`` (1 - CRPS / base's), Brier of prob_up, pairs. With ``dates`` (each row's
+    decision date), ``CRPS_diff_t_NW``: the Newey-West t-statistic (``lag``) of the per-date
+    mean CRPS difference model - base (negative: the model is better), so a small skill can
+    be told from noise."""
     y = np.asarray(y, np.float64)
     up = (y > 0).astype(np.float64)
     rows = {}
+    scores = {name: d.crps(y, levels) for name, d in dists.items()}
     for name, d in dists.items():
         row = {}
         for a in COVERAGE_LEVELS:
             iv = d.interval(a)
             row[f"coverage{int(a * 100)}"] = np.nan if iv is None else central_coverage(*iv, y)
-        row["CRPS"] = float(np.mean(d.crps(y, levels)))
+        row["CRPS"] = float(np.mean(scores[name]))
         row["Brier"] = brier(d.prob_up, up) if d.prob_up is not None else np.nan
         row["pairs"] = float(len(y))
         rows[name] = row
     table = pd.DataFrame(rows).T
     if base in table.index:
         table.insert(4, "CRPS_skill_vs_histvol", 1 - table["CRPS"] / table.loc[base, "CRPS"])
+        if dates is not None:
+            by_date = {
+                name: pd.Series(scores[name] - scores[base]).groupby(np.asarray(dates)).mean()
+                for name in dists
+                if name != base
+            }
+            t = {name: newey_west_tstat(v.to_numpy(), lag)[2] for name, v in by_date.items()}
+            table.insert(5, "CRPS_diff_t_NW", pd.Series(t))
     freq = float(up.mean())
     rows = {
         "base rate: test-period frequency (in-sample)": {"Brier": brier(np.full_like(up, freq), up)}

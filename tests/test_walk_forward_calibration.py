@@ -162,6 +162,16 @@ def test_calibration_table_on_a_known_distribution():
     base = "base rate: test-period frequency (in-sample)"
     assert table.loc[base, "Brier"] == pytest.approx(freq * (1 - freq))
     assert table.loc["base rate: past frequency known at t", "Brier"] == pytest.approx(0.25)
+    assert "CRPS_diff_t_NW" not in table  # no dates given
+    # with dates: the NW t of the per-date CRPS difference; the Gaussian is its own base
+    dates = np.repeat(np.arange(200), len(y) // 200)
+    table = fcal.calibration_table(dists, y, past, dates=dates, lag=4)
+    assert table.loc["calibrated", "CRPS_diff_t_NW"] < -5  # knows mu: clearly better
+    assert table.loc["narrow", "CRPS_diff_t_NW"] > 5  # too narrow: clearly worse
+    assert np.isnan(table.loc[fcal.GAUSSIAN, "CRPS_diff_t_NW"])
+    twin = {"same": dists[fcal.GAUSSIAN], fcal.GAUSSIAN: dists[fcal.GAUSSIAN]}
+    same = fcal.calibration_table(twin, y, dates=dates).loc["same", "CRPS_diff_t_NW"]
+    assert np.isnan(same)  # no difference on any date: no t-statistic, not a fake 0 or inf
     # the PIT: flat when calibrated, U-shaped when too narrow, for samples as for quantiles
     pit = fcal.pit_histograms(dists, y)
     assert np.abs(pit["calibrated"] - 1).max() < 0.1

@@ -69,7 +69,9 @@ def probabilistic(samples: dict, prob_up: pd.DataFrame, vol: pd.Series, data, cf
                                 method="hazen" if calibrated else "linear")  # fmt: skip
     mu = np.zeros_like(y)
     dists[fcal.GAUSSIAN] = fcal.Dist("gaussian", prob_up=np.full_like(y, 0.5), mu=mu, sigma=sigma)
-    table = fcal.calibration_table(dists, y, past_rate(data, cfg, idx))
+    h = cfg["windows"]["horizon"]
+    dates = idx.get_level_values("datetime")
+    table = fcal.calibration_table(dists, y, past_rate(data, cfg, idx), dates=dates, lag=h - 1)
     curves = {
         name: [central_coverage(*d.interval(a), y) for a in LEVELS] for name, d in dists.items()
     }
