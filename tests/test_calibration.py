@@ -209,3 +209,30 @@ def test_tuning_chooses_from_the_grid_and_keeps_the_choice(forecaster):
     best = min(scores, key=scores.get)
     assert best == f"T={forecaster.T}, top_p={forecaster.top_p}"
     assert forecaster.calibrator_.settings["T"] == forecaster.T
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        ({"dates": None}, CalibrationError, "needs past decision dates"),
+        ({"dates": []}, CalibrationError, "needs past decision dates"),
+        ({"scales": ("vix",)}, ValueError, "scale must be one of"),
+        ({"scales": "hist_vol"}, ValueError, "non-empty sequence"),
+        ({"drift": "up"}, ValueError, "drift must be one of"),
+        ({"tune": True, "grid": [(1.0, 0.9), (-1.0, 0.9)]}, ValueError, "T must be >= 0"),
+        ({"tune": True, "grid": [(1.0, 1.5)]}, ValueError, "top_p must be in"),
+    ],
+)
+def test_bad_calibration_arguments_are_named_before_anything_is_forecast(
+    forecaster, monkeypatch, kwargs, error, words
+):
+    panel, times = panel_and_times()
+    kwargs = {"dates": times[40:160:2], **kwargs}
+
+    def no_forecast(*a, **k):
+        raise AssertionError("forecast ran before the arguments were checked")
+
+    monkeypatch.setattr(Forecaster, "forecast", no_forecast)
+    with pytest.raises(error, match=words):
+        forecaster.calibrate(panel, **kwargs)
+    assert forecaster.calibrator_ is None

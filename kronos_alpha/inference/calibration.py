@@ -232,6 +232,19 @@ class Calibrator:
         )
 
 
+def check_choices(scales, drift: str, horizon: int) -> None:
+    """Refuse an unknown scale or drift, naming it."""
+    if isinstance(scales, str) or not len(scales):
+        raise SettingsError(
+            f"calibration scales must be a non-empty sequence of {SCALES}, got {scales!r}"
+        )
+    empty = pd.DataFrame(columns=["ret_std", "pred_vol", "hist_vol"])
+    for s in scales:
+        row_scale(empty, s, horizon)  # names an unknown scale
+    if drift not in DRIFTS:
+        raise SettingsError(f"calibration drift must be one of {DRIFTS}, got {drift!r}")
+
+
 # -- fitting -----------------------------------------------------------------------------------
 def _fit_one(table: pd.DataFrame, y: np.ndarray, horizon: int, scale: str, drift: str) -> dict:
     x = table["ret_mean"].to_numpy(np.float64)
@@ -279,10 +292,7 @@ def fit(
         raise CalibrationError(
             f"calibration needs at least {MIN_PAIRS} forecasts with realised returns, got {len(y)}"
         )
-    for s in scales:
-        row_scale(table.iloc[:0], s, horizon)  # names an unknown scale
-    if drift not in DRIFTS:
-        raise SettingsError(f"calibration drift must be one of {DRIFTS}, got {drift!r}")
+    check_choices(scales, drift, horizon)
     times = table.index.get_level_values("datetime")
     scores = {}
     dates = times.unique().sort_values()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .calibration import CalibrationError, fit
+from .calibration import CalibrationError, check_choices, fit
 from .data import check_dates
 from .panel import split_panel
 
@@ -37,11 +37,14 @@ def bar_times(frames: dict) -> pd.DatetimeIndex:
 def cut_for_calibration(panel, dates, horizon: int) -> CalibrationPanel:
     """Refuse dates whose outcome is not in the panel (naming the first), then cut the panel
     after the latest date's outcome bar."""
+    if dates is None or (not isinstance(dates, str) and np.ndim(dates) and len(dates) == 0):
+        raise CalibrationError(
+            "calibrate needs past decision dates (a list or DatetimeIndex of bar times whose "
+            f"{horizon}-bar outcome is in the panel), got {dates!r}"
+        )
     frames = split_panel(panel)
     times = bar_times(frames)
     dates = check_dates(dates, times, times.tz)
-    if len(dates) == 0:
-        raise CalibrationError("calibrate needs at least one decision date")
     pos = times.get_indexer(dates)
     late = pos + horizon > len(times) - 1
     if late.any():
@@ -84,8 +87,11 @@ def fit_calibration(fc, panel, dates, tune: bool, grid, scales, drift: str = "ze
     import warnings
 
     s = fc.settings
-    cut = cut_for_calibration(panel, dates, s.horizon)
+    check_choices(scales, drift, s.horizon)  # before any forecast: they are cheap to check
     grid = [(s.T, s.top_p)] if not tune else list(grid or TUNE_GRID)
+    for T, top_p in grid:
+        s.replace(T=T, top_p=top_p)  # a SettingsError naming T or top_p
+    cut = cut_for_calibration(panel, dates, s.horizon)
     fits = {}
     for T, top_p in grid:
         trial = fc.with_settings(s.replace(T=T, top_p=top_p))
