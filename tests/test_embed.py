@@ -79,3 +79,30 @@ def test_skips_are_counted_and_the_cache_is_used(forecaster, tmp_path):
     second = cached.embed(panel, times[30:40])
     assert cached.report["from_cache"] == 20 and cached.report["computed"] == 0
     pd.testing.assert_frame_equal(first, second)
+
+
+def test_kronos_features_columns_pca_rows_and_errors(forecaster):
+    from kronos_alpha.strategies.kronos_features import fit_pca, kronos_features
+
+    from kronos_alpha.inference.settings import SettingsError
+
+    panel = make_panel(3, 120)
+    times = panel["S0"].index
+    dates, fit_end = times[60:80], times[69]
+    kf = kronos_features(forecaster, panel, dates, components=2, fit_end=fit_end)
+    table = forecaster.forecast(panel, dates)
+    assert list(kf.frame.columns[:3]) == ["KRONOS_PRED_RETURN", "KRONOS_RET_Q10", "KRONOS_RET_Q50"]
+    np.testing.assert_array_equal(kf.frame["KRONOS_PATH_MAX"], table["path_max"])
+    assert {"KRONOS_PC1", "KRONOS_PC2"} <= set(kf.frame) and np.isfinite(kf.frame).all().all()
+    assert kf.pca.fit_rows == 30 and kf.pca.fit_end == str(fit_end)  # 10 dates x 3 names
+    # rows after fit_end do not shape the PCA: planting garbage there leaves it identical
+    emb = forecaster.embed(panel, dates)
+    planted = emb.copy()
+    planted[planted.index.get_level_values("datetime") > fit_end] = 1e3
+    assert fit_pca(planted, 2, fit_end) == kf.pca
+    with pytest.raises(SettingsError, match="fit_end"):
+        kronos_features(forecaster, panel, dates, components=2)
+    with pytest.raises(SettingsError, match="components"):
+        kronos_features(forecaster, panel, dates, components=-1)
+    with pytest.raises(SettingsError, match="more than 5 rows"):
+        fit_pca(emb, 5, times[60])
