@@ -417,6 +417,12 @@ def test_config_errors_name_the_field():
         load_config({**base, "kronos": {"lookbak": 3}})
     cfg = load_config({**base, "kronos": k, "lightgbm": {"params": {"num_leaves": 7}}})
     assert cfg["lightgbm"]["params"] == {"num_leaves": 7} and cfg["windows"]["horizon"] == 5
+    from kronos_alpha.strategies.walk_forward.config import forecast_settings
+
+    assert forecast_settings(cfg).int8 is False
+    assert forecast_settings(load_config({**base, "kronos": {**k, "int8": True}})).int8 is True
+    with pytest.raises(ValueError, match="int8"):
+        load_config({**base, "kronos": {**k, "int8": "yes"}})
 
 
 def test_the_fine_tune_cut_guard_is_a_real_check(tmp_path):

@@ -93,6 +93,7 @@ DEFAULTS = {
         "top_p": 0.9,
         "seed": 0,
         "batch_size": None,
+        "int8": False,  # opt-in int8 predictor weights on the CPU (ForecastSettings.int8)
         "calendar": None,  # future bar times (None: data.region's exchange, else the codes')
         "history_bars": None,  # bars before a window given to the forecaster (None: 3 x lookback + 60)
         # kronos_calibrated (and kronos_finetuned_calibrated): each window calibrates on the
