@@ -57,6 +57,23 @@ def write_json(path, obj, indent: int | None = 2) -> Path:
     return atomic_write(path, json.dumps(obj, indent=indent, allow_nan=True) + "\n")
 
 
+def plain_json(obj):
+    """JSON-ready data: numpy scalars as Python numbers, tuples as lists, timestamps as text,
+    mapping keys as strings."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, pd.Timestamp):
+        return str(obj)
+    return obj
+
+
 def write_text(path, text: str) -> Path:
     return atomic_write(path, text)
 

@@ -202,12 +202,12 @@ def test_tuning_keeps_the_chosen_sampling_settings(fitted, checkpoints):
 
 def test_bad_calibration_parameters_and_a_short_valid_segment(fitted, checkpoints):
     ds, _ = fitted
-    with pytest.raises(SettingsError, match="calibration_every must be an integer >= 1"):
+    with pytest.raises(SettingsError, match="calibration_every must be at least 1"):
         model(checkpoints, calibration_every=0)
-    with pytest.raises(SettingsError, match="calibrate must be true or false"):
+    with pytest.raises(SettingsError, match="calibrate must be True or False"):
         model(checkpoints, calibrate="yes")
     m = model(checkpoints)
-    with pytest.raises(SettingsError, match="calibration_tune must be true or false"):
+    with pytest.raises(SettingsError, match="calibration_tune must be True or False"):
         m.calibration_tune = 1
     short = dataset({**SEGMENTS, "valid": ("2021-06-28", "2021-06-30")})
     with pytest.raises(CalibrationError, match="at least two.*calibrate: false"):

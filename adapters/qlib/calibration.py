@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pandas as pd
 from qlib.log import get_module_logger
 
+from kronos_alpha.files import plain_json
 from kronos_alpha.inference.calibration import CalibrationError
 from kronos_alpha.inference.panel import PRICE_COLS, InputError
-from kronos_alpha.inference.settings import SettingsError
+from kronos_alpha.inference.settings import check_flag, check_integer
 
 from .checks import segment_slice
 from .handler import raw_bars
@@ -32,12 +32,12 @@ log = get_module_logger("kronos_alpha")
 
 
 def check_calibration_param(name: str, v) -> None:
-    """``calibrate`` / ``calibration_tune`` are booleans, ``calibration_every`` an int >= 1."""
+    """``calibrate`` / ``calibration_tune`` are booleans, ``calibration_every`` an int >= 1
+    (ForecastSettings' own checks)."""
     if name == "calibration_every":
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise SettingsError(f"calibration_every must be an integer >= 1, got {v!r}")
-    elif not isinstance(v, (bool, np.bool_)):
-        raise SettingsError(f"{name} must be true or false, got {v!r}")
+        check_integer(name, v, 1)
+    else:
+        check_flag(name, v)
 
 
 def fit_calibration(model, dataset):
@@ -158,15 +158,4 @@ def fit_on_valid(model, dataset, every: int = 1, tune: bool = False) -> dict:
         cal.pairs, cal.scale, cal.slope, report["T"], report["top_p"], report["seconds"],
     )  # fmt: skip
     tuned = model.settings.replace(T=fc.settings.T, top_p=fc.settings.top_p)
-    return {"calibrator": cal.to_dict(), "report": jsonable(report), "settings": tuned}
-
-
-def jsonable(value):
-    """The report as plain JSON-able data (numpy scalars made Python)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    return {"calibrator": cal.to_dict(), "report": plain_json(report), "settings": tuned}

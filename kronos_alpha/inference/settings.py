@@ -36,7 +36,7 @@ def quantile_column(q: float) -> str:
     return f"ret_q{q * 100:g}"
 
 
-def _integer(name: str, v, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_integer(name: str, v, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise SettingsError(f"{name} must be an integer, got {v!r} ({type(v).__name__})")
     v = int(v)
@@ -47,7 +47,7 @@ def _integer(name: str, v, minimum: int | None = None, maximum: int | None = Non
     return v
 
 
-def _real(name: str, v) -> float:
+def check_real(name: str, v) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise SettingsError(f"{name} must be a number, got {v!r} ({type(v).__name__})")
     v = float(v)
@@ -56,7 +56,7 @@ def _real(name: str, v) -> float:
     return v
 
 
-def _flag(name: str, v) -> bool:
+def check_flag(name: str, v) -> bool:
     if not isinstance(v, (bool, np.bool_)):
         raise SettingsError(f"{name} must be True or False, got {v!r}")
     return bool(v)
@@ -131,34 +131,34 @@ class ForecastSettings:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        put("lookback", _integer("lookback", self.lookback, 2))
-        put("horizon", _integer("horizon", self.horizon, 1))
-        put("sample_count", _integer("sample_count", self.sample_count, 1))
-        T = _real("T", self.T)
+        put("lookback", check_integer("lookback", self.lookback, 2))
+        put("horizon", check_integer("horizon", self.horizon, 1))
+        put("sample_count", check_integer("sample_count", self.sample_count, 1))
+        T = check_real("T", self.T)
         if T < 0:
             raise SettingsError(f"T must be >= 0 (0 decodes greedily), got {T}")
         put("T", T)
-        put("top_k", _integer("top_k", self.top_k, 0))
-        top_p = _real("top_p", self.top_p)
+        put("top_k", check_integer("top_k", self.top_k, 0))
+        top_p = check_real("top_p", self.top_p)
         if not 0 < top_p <= 1:
             raise SettingsError(f"top_p must be in (0, 1], got {top_p}")
         put("top_p", top_p)
         if self.seed is not None:
-            put("seed", _integer("seed", self.seed, 0, MAX_SEED))
-        clip = _real("clip", self.clip)
+            put("seed", check_integer("seed", self.seed, 0, MAX_SEED))
+        clip = check_real("clip", self.clip)
         if clip <= 0:
             raise SettingsError(f"clip must be > 0, got {clip}")
         put("clip", clip)
         put("quantiles", self._check_quantiles(self.quantiles))
         if self.min_history is not None:
-            mh = _integer("min_history", self.min_history, 2)
+            mh = check_integer("min_history", self.min_history, 2)
             if mh > self.lookback:
                 raise SettingsError(
                     f"min_history must be between 2 and lookback ({self.lookback}), got {mh}"
                 )
             put("min_history", mh)
         for name in ("fill_suspended", "return_paths", "progress", "int8"):
-            put(name, _flag(name, getattr(self, name)))
+            put(name, check_flag(name, getattr(self, name)))
         if self.device is not None:
             put("device", self._check_device(self.device))
         if self.dtype is not None:
@@ -167,7 +167,7 @@ class ForecastSettings:
             check_int8(self.device or "cpu", self.dtype)
         for name in ("max_context", "batch_size"):
             if getattr(self, name) is not None:
-                put(name, _integer(name, getattr(self, name), 1))
+                put(name, check_integer(name, getattr(self, name), 1))
         if self.cache_dir is not None:
             if not isinstance(self.cache_dir, (str, Path)) or not str(self.cache_dir).strip():
                 raise SettingsError(
@@ -183,7 +183,7 @@ class ForecastSettings:
         if isinstance(qs, (int, float, np.number)):
             qs = (qs,)
         try:
-            values = tuple(_real("quantiles", q) for q in qs)
+            values = tuple(check_real("quantiles", q) for q in qs)
         except TypeError:
             raise SettingsError(f"quantiles must be a sequence of numbers, got {qs!r}") from None
         if not values:

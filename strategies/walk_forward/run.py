@@ -18,10 +18,16 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from kronos_alpha.files import open_run, remove_stale_parts, write_json, write_parquet, write_text
+from kronos_alpha.files import (
+    open_run,
+    plain_json,
+    remove_stale_parts,
+    write_json,
+    write_parquet,
+    write_text,
+)
 
 from .baselines import alpha158_frames, fit_lgb, hist_vol, load_booster, price_signals
 from .calibration import calibrate_window
@@ -251,7 +257,7 @@ def save_window(res: dict, folder: Path) -> None:
         **{key: key in res for key in MODEL_TEXTS[1:]},
         "seconds": res["seconds"],
     }
-    write_json(folder / RESULT, _plain(meta))
+    write_json(folder / RESULT, plain_json(meta))
 
 
 def read_window(folder: Path) -> dict:
@@ -283,16 +289,3 @@ def read_window(folder: Path) -> dict:
         if meta.get(key):
             res[key] = (folder / f"{key}.txt").read_text(encoding="utf-8")
     return res
-
-
-def _plain(obj):
-    """JSON-ready: numpy scalars as Python numbers, tuples as lists, timestamps as text."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, pd.Timestamp):
-        return str(obj)
-    return obj
