@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from kronos_alpha.inference.settings import SettingsError
+from kronos_alpha.inference.settings import SettingsError, check_integer
 
 FORECAST_FEATURES = (
     "pred_return",
@@ -86,12 +86,7 @@ def kronos_features(
     ``components`` > 0 adds ``KRONOS_PC1..`` from the embedding: the PCA is ``pca`` when
     given (fitted before), else fitted on rows with datetime <= ``fit_end`` (required then).
     """
-    if (
-        isinstance(components, bool)
-        or not isinstance(components, (int, np.integer))
-        or components < 0
-    ):
-        raise SettingsError(f"components must be an integer >= 0, got {components!r}")
+    components = check_integer("components", components, 0)
     table = forecaster.forecast(panel, dates)
     reports = {"forecast": dict(forecaster.report)}
     cols = [*FORECAST_FEATURES[:1], *forecaster.settings.quantile_columns, *FORECAST_FEATURES[1:]]

@@ -46,7 +46,7 @@ from qlib.log import TimeInspector, get_module_logger
 
 from kronos_alpha.inference.forecaster import Forecaster
 from kronos_alpha.inference.panel import PRICE_COLS, traded_mask
-from kronos_alpha.inference.settings import ForecastSettings, SettingsError
+from kronos_alpha.inference.settings import ForecastSettings, SettingsError, check_integer
 
 from .handler import KronosHandler, raw_bars
 from .model import QLIB_HORIZON, auto_calendar
@@ -71,9 +71,8 @@ def kronos_options(kronos) -> dict:
             f"{list(OWN_KEYS)} and the ForecastSettings fields {list(ForecastSettings.names())}"
         )
     every, components = kronos.get("every", 1), kronos.get("components", 0)
-    for name, v, low in (("every", every, 1), ("components", components, 0)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise SettingsError(f"kronos.{name} must be an integer >= {low}, got {v!r}")
+    check_integer("kronos.every", every, 1)
+    check_integer("kronos.components", components, 0)
     settings = ForecastSettings.build(ForecastSettings(horizon=QLIB_HORIZON), **fields)
     return {
         "model": kronos.get("model"),
