@@ -151,6 +151,8 @@ def test_calibrated_forecast_keeps_raw_columns_and_warns_inside_the_span(forecas
     raw = forecaster.forecast(panel, times[200:240])
     forecaster.calibrate(panel, times[40:160:2])
     cal = forecaster.calibrator_
+    y = realised_returns(panel, forecaster.forecast(panel, times[40:160:2]).index, 3)
+    assert forecaster.calibration_report_["up_rate"] == pytest.approx(np.mean(y > 0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # out of sample: no warning at all
         out = forecaster.forecast(panel, times[200:240])

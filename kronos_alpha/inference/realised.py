@@ -103,20 +103,22 @@ def fit_calibration(fc, panel, dates, tune: bool, grid, scales, drift: str = "ze
         settings = trial.settings
         cal = fit(table, y, s.horizon, {k: getattr(settings, k) for k in FIT_SETTINGS},
                   cut.realised_end, scales, drift)  # fmt: skip
-        fits[(T, top_p)] = (cal, settings, trial.report, int(np.isnan(y).sum()), len(y))
+        fits[(T, top_p)] = (cal, settings, trial.report, y)
 
     def held_out(key):  # the best scale's CRPS on the later half of the dates
         return min(fits[key][0].scores.values()) if fits[key][0].scores else 0.0
 
     best = min(fits, key=held_out)
-    cal, settings, report, unrealised, rows = fits[best]
+    cal, settings, report, y = fits[best]
+    realised = y[np.isfinite(y)]
     out = {
         "dates": len(cut.dates),
         "first_date": str(cut.dates[0]),
         "last_date": str(cut.dates[-1]),
         "realised_end": str(cut.realised_end),
-        "forecasts": rows,
-        "unrealised": unrealised,
+        "forecasts": len(y),
+        "unrealised": int(len(y) - len(realised)),
+        "up_rate": float((realised > 0).mean()),  # the base rate known after the fit
         "pairs": cal.pairs,
         "skipped": report.get("skipped", {}),
         "scale": cal.scale,
