@@ -167,7 +167,7 @@ def test_the_engine_equals_the_reference_with_one_or_split_products(tiny_pair, t
     """With several threads the step's products are split in per-thread blocks
     (generation._laid_out / _product); with one they are not. Both give the reference's
     tokens, and a split product equals the plain one to float rounding."""
-    from kronos_alpha.inference.generation import _laid_out, _parts, _product
+    from kronos_alpha.inference.step import _laid_out, _parts, _product
 
     model, tokenizer = tiny_pair
     before = torch.get_num_threads()
@@ -186,3 +186,28 @@ def test_the_engine_equals_the_reference_with_one_or_split_products(tiny_pair, t
         laid = _laid_out(w[:6], w[6:], parts=parts)
         assert torch.allclose(_product(x, laid, b), F.linear(x, w, b), atol=1e-6)
         assert torch.allclose(_product(x[:1], laid), F.linear(x[:1], w), atol=1e-6)
+
+
+@pytest.mark.parametrize("window_rows", [4096, 20])  # one chunk, and 2 series a chunk
+def test_the_window_pass_equals_the_modules_forward(tiny_pair, monkeypatch, window_rows):
+    """TokenStep.window (stacked weights, separate q/k/v and w1/w3 slices, series in
+    chunks) computes model.hidden's hidden states and caches: bit for bit in one chunk;
+    in chunks a product of fewer rows may round differently (as a one-row step does), so
+    there to float32 rounding, and the greedy tokens are the reference's."""
+    from kronos_alpha.inference import step
+
+    model, tokenizer = tiny_pair
+    monkeypatch.setattr(step, "WINDOW_ROWS", window_rows)
+    s1, s2, st, fst = _inputs(tokenizer, 7, 9, 4)
+    with torch.inference_mode():
+        want, want_caches = model.hidden(s1, s2, st, prefill=True)
+        got, caches = step.TokenStep(model, 9).window(s1, s2, st, prefill=True)
+        assert step.TokenStep(model, 9).window(s1, s2, st)[1] is None
+    same = torch.equal if window_rows > 7 * 9 else lambda a, b: torch.allclose(a, b, atol=1e-5)
+    assert same(got, want)
+    for c, w in zip(caches, want_caches, strict=True):
+        assert same(c.k, w.k) and same(c.v, w.v)
+    args = (model, s1, s2, st, fst, 4, 64, 2, 1.0, 1, 1.0)
+    e1, e2 = generate(*args)
+    r1, r2 = generate_reference(*args)
+    assert torch.equal(e1, r1) and torch.equal(e2, r2)

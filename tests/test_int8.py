@@ -15,7 +15,7 @@ from conftest import ROOT, TINY_MODEL, TINY_TOKENIZER, make_panel
 from torch import nn
 
 from kronos_alpha import Forecaster, Kronos, KronosPredictor, KronosTokenizer
-from kronos_alpha.inference import generation, quantize
+from kronos_alpha.inference import quantize, step
 from kronos_alpha.inference.quantize import Int8Linear, Int8Weight, is_int8, quantize_int8
 from kronos_alpha.inference.settings import ForecastSettings, SettingsError
 
@@ -74,7 +74,7 @@ def test_refuses_other_dtypes():
 
 
 def test_the_engines_layouts_stay_int8_and_match_the_kernel(monkeypatch):
-    """The stacking and re-layout generation._step_weights applies (cat, the (in, out)
+    """The stacking and re-layout step._step_weights applies (cat, the (in, out)
     layout, the per-thread blocks) give the same products as the stacked int8 matrix, each
     layout packed once however many products it runs."""
     packs = []
@@ -89,11 +89,11 @@ def test_the_engines_layouts_stay_int8_and_match_the_kernel(monkeypatch):
     dense = F.linear(x, stacked.dequantize(), bias)
     assert (want - dense).abs().max() < 0.05 * dense.abs().max()  # activations in 7 bits
     for parts in (1, 2, 4):
-        laid = generation._laid_out(a.weight, b.weight, parts=parts)
+        laid = step._laid_out(a.weight, b.weight, parts=parts)
         assert isinstance(laid, Int8Weight)
         packs.clear()
         for _ in range(3):
-            assert torch.equal(generation._product(x, laid, bias), want)
+            assert torch.equal(step._product(x, laid, bias), want)
         assert len(packs) == 1
     # Any other operation sees the dequantised matrix.
     assert torch.equal(stacked * 2, stacked.dequantize() * 2)

@@ -13,17 +13,14 @@ From bars to tokens and from tokens back to bars: ``paths.sample_paths``.
 from __future__ import annotations
 
 import hashlib
-import math
-import weakref
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
-from ..model.layers import apply_rotary, rms_norm
+from .step import TokenStep
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -122,159 +119,6 @@ def _path_rows(s1, s2, stamp, future_stamp, pred_len: int, sample_count: int):
     )
 
 
-def _weights_key(model) -> tuple:
-    """Changes whenever a parameter is replaced, moved or updated in place."""
-    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in model.parameters())
-
-
-_STEP_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _laid_out(*weights: torch.Tensor, parts: int = 1) -> torch.Tensor:
-    """Weights (out, in), stacked along out, laid out for products of a few rows (measured
-    on this project's CPU, same values):
-
-    - one part: stored (in, out) and returned as the (out, in) view F.linear takes, so a
-      one-row product streams the weights in the order it reads them (20% faster);
-    - ``parts`` > 1: (parts, in, out / parts) blocks, one per thread, for ``_product``'s
-      batched product (a one-row product alone keeps one core busy: 20% faster on 2).
-    """
-    w = torch.cat(weights)
-    if parts == 1:
-        return w.t().contiguous().t()
-    return w.view(parts, w.shape[0] // parts, w.shape[1]).transpose(1, 2).contiguous()
-
-
-def _product(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, weights, b) for rows x (n, in) and weights from ``_laid_out``."""
-    if w.dim() == 2:
-        return F.linear(x, w, b)
-    parts = w.shape[0]
-    xs = x.expand(parts, *x.shape)
-    y = torch.bmm(xs, w) if b is None else torch.baddbmm(b.view(parts, 1, -1), xs, w)
-    return y.transpose(0, 1).reshape(x.shape[0], -1)
-
-
-def _parts(model) -> int:
-    """Blocks per product: the CPU's threads when every product splits evenly, else 1."""
-    threads = torch.get_num_threads()
-    dims = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
-    cpu = next(model.parameters()).device.type == "cpu"
-    return threads if cpu and threads > 1 and all(n % threads == 0 for n in dims) else 1
-
-
-def _step_weights(model) -> dict:
-    """The step's weights: q|k|v, w1|w3 and the dependency layer's k|v each stacked into
-    one product, every product laid out for few rows (``_laid_out``), the token tables
-    pre-scaled. A copy of the step's weights (about 94 MB for Kronos-small), built once
-    per model and weights version rather than on every generate."""
-    parts = _parts(model)
-    key = (_weights_key(model), parts)
-    cached = _STEP_WEIGHTS.get(model)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-
-    def lay(*weights):
-        return _laid_out(*weights, parts=parts)
-
-    emb, dep, head = model.embedding, model.dep_layer, model.head
-    cross = dep.cross_attn
-    scale = math.sqrt(emb.d_model)  # as in HierarchicalEmbedding: elementwise, same bits
-    layers = []
-    for block in model.transformer:
-        attn, ffn = block.self_attn, block.ffn
-        qkv = (attn.q_proj, attn.k_proj, attn.v_proj)
-        layers.append(
-            (
-                block.norm1.weight,
-                lay(*(m.weight for m in qkv)),
-                torch.cat([m.bias for m in qkv]),
-                lay(attn.out_proj.weight),
-                attn.out_proj.bias,
-                block.norm2.weight,
-                lay(ffn.w1.weight, ffn.w3.weight),
-                lay(ffn.w2.weight),
-            )
-        )
-    w = {
-        "tables": (emb.emb_s1.weight * scale, emb.emb_s2.weight * scale),
-        "fusion": (lay(emb.fusion_proj.weight), emb.fusion_proj.bias),
-        "layers": layers,
-        "dep_kv": (
-            lay(cross.k_proj.weight, cross.v_proj.weight),
-            torch.cat([cross.k_proj.bias, cross.v_proj.bias]),
-        ),
-        "dep_q": (emb.emb_s1.weight, lay(cross.q_proj.weight), cross.q_proj.bias),
-        "dep_out": (lay(cross.out_proj.weight), cross.out_proj.bias, dep.norm.weight),
-        "s1_head": (lay(head.proj_s1.weight), head.proj_s1.bias),
-        "s2_head": (lay(head.proj_s2.weight), head.proj_s2.bias),
-    }
-    _STEP_WEIGHTS[model] = (key, w)
-    return w
-
-
-class TokenStep:
-    """The per-token computations of generation: one new token per row through the
-    transformer against the prefilled caches, and the s1 and s2 logits of a hidden state.
-
-    The same mathematics as the modules' forward, laid out for one-row products: there a
-    step is bound by weight reads and per-operation overhead, not by arithmetic. (A
-    one-row product may round differently from the same row inside the full pass's matrix
-    product, by about 1e-6, so tests compare the tokens, not the hidden states.) So the
-    weights are stacked and re-laid (``_step_weights``), the token embeddings are
-    pre-scaled, no module is called, and a layer's new keys and values reach its cache in
-    one copy.
-    """
-
-    def __init__(self, model, positions: int):
-        dtype = next(model.parameters()).dtype
-        w = _step_weights(model)
-        self.s1_table, self.s2_table = w["tables"]
-        self.fusion = w["fusion"]
-        self.layers = []
-        for block, weights in zip(model.transformer, w["layers"]):
-            attn = block.self_attn
-            cos, sin = attn.rotary.tables(max(positions, 1), dtype)
-            self.layers.append((*weights, cos, sin, attn.n_heads))
-        self.norm = model.norm.weight
-        self.eps = model.norm.eps
-        self.dep_heads = model.dep_layer.cross_attn.n_heads
-        self.dep_kv, self.dep_q, self.dep_out = w["dep_kv"], w["dep_q"], w["dep_out"]
-        self.s1_head, self.s2_head = w["s1_head"], w["s2_head"]
-
-    def hidden(self, s1, s2, time, position: int, caches, memory) -> torch.Tensor:
-        """Tokens (rows,) at ``position`` with their time embedding (rows, d) -> the
-        final-normed hidden state (rows, d); appends to the caches and to the s2 memory."""
-        x = _product(torch.cat([self.s1_table[s1], self.s2_table[s2]], -1), *self.fusion) + time
-        n, d = x.shape
-        for (norm1, w_qkv, b_qkv, w_out, b_out, norm2, w_13, w_2, cos, sin, heads), cache in zip(
-            self.layers, caches
-        ):
-            qkv = _product(rms_norm(x, norm1, self.eps), w_qkv, b_qkv).view(n, 3 * heads, 1, -1)
-            qk = qkv[:, : 2 * heads]
-            apply_rotary(qk, cos[position], sin[position], out=qk)
-            cache.append(qkv[:, heads:])  # rotated keys, then values
-            x = x + _product(cache.attend(qkv[:, :heads]).reshape(n, d), w_out, b_out)
-            gate, up = _product(rms_norm(x, norm2, self.eps), w_13).chunk(2, dim=-1)
-            x = x + _product(F.silu(gate) * up, w_2)
-        h = rms_norm(x, self.norm, self.eps)
-        memory.append(_product(h, *self.dep_kv).view(n, 2 * self.dep_heads, 1, -1))
-        return h
-
-    def s1_logits(self, h: torch.Tensor) -> torch.Tensor:
-        return _product(h, *self.s1_head)
-
-    def s2_logits(self, h: torch.Tensor, s1: torch.Tensor, memory) -> torch.Tensor:
-        """s2 logits of hidden states h (rows, d) given their chosen s1 tokens (rows,): the
-        dependency layer's single query attends over the window (``memory``)."""
-        table, w_q, b_q = self.dep_q
-        n, d = h.shape
-        q = _product(table[s1], w_q, b_q).view(n, self.dep_heads, 1, -1)
-        w_out, b_out, norm = self.dep_out
-        attn = _product(memory.attend(q).reshape(n, d), w_out, b_out)
-        return _product(rms_norm(h + attn, norm, self.eps), *self.s2_head)
-
-
 @torch.inference_mode()
 def generate(
     model,
@@ -298,7 +142,6 @@ def generate(
     B, L = s1.shape
     S = sample_count
     sample = _Sampler(temperature, top_k, top_p, uniforms, B * S)
-    dep = model.dep_layer.cross_attn
     tok1, tok2, all_stamp_rows = _path_rows(s1, s2, stamp, future_stamp, pred_len, S)
 
     # Step 0 sees the same window for every path of a series: compute it once per series.
@@ -306,15 +149,15 @@ def generate(
     cached = L < max_context  # room left to append at least one token
     capacity = min(max_context, L + pred_len - 1) - L if cached else 0
     step = TokenStep(model, L + capacity)
-    h, caches = model.hidden(s1[:, start:], s2[:, start:], stamp[:, start:], prefill=cached)
+    h, caches = step.window(s1[:, start:], s2[:, start:], stamp[:, start:], prefill=cached)
     h_last = h[:, -1].repeat_interleave(S, 0)
     if cached:
         caches = [c.expand(S, capacity) for c in caches]
-        memory = dep.memory(h).expand(S, capacity)
+        memory = step.memory(h).expand(S, capacity)
         # Calendar embeddings of the generated positions, once (the same sums as embed()).
         future_time = model.time_emb(future_stamp).repeat_interleave(S, 0)
     else:
-        memory = dep.memory(h.repeat_interleave(S, 0))
+        memory = step.memory(h.repeat_interleave(S, 0))
 
     t1 = t2 = None  # the tokens of the previous step
     for i in _steps(pred_len, progress):
@@ -324,9 +167,9 @@ def generate(
                 h_last = step.hidden(t1, t2, future_time[:, i - 1], n - 1, caches, memory)
             else:  # the window slides: positions restart at its start, recompute it
                 w = slice(n - max_context, n)
-                h, _ = model.hidden(tok1[:, w], tok2[:, w], all_stamp_rows[:, w])
+                h, _ = step.window(tok1[:, w], tok2[:, w], all_stamp_rows[:, w])
                 h_last = h[:, -1]
-                memory = dep.memory(h)
+                memory = step.memory(h)
         t1 = sample(step.s1_logits(h_last), i, 0)
         t2 = sample(step.s2_logits(h_last, t1, memory), i, 1)
         tok1[:, n], tok2[:, n] = t1, t2
