@@ -88,6 +88,20 @@ def checkpoints(tmp_path_factory):
     return root
 
 
+def token_inputs(tokenizer, n, context, pred_len, seed=0, device=DEVICE):
+    """Tokens of n random contexts and five-minute stamps for generation tests: (s1, s2,
+    context stamps, future stamps), on ``device``."""
+    from kronos_alpha.inference.data import time_features
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, context, 6, generator=g).to(device)
+    times = pd.date_range("2024-01-01 09:30", periods=context + pred_len, freq="5min")
+    stamp = torch.from_numpy(time_features(times)).expand(n, -1, -1).contiguous().to(device)
+    with torch.no_grad():
+        s1, s2 = tokenizer.to(device).encode(x)
+    return s1, s2, stamp[:, :context], stamp[:, context:]
+
+
 def make_bars(n: int, seed: int, start: str = "2021-01-04") -> pd.DataFrame:
     """Synthetic daily OHLCV bars (a random walk) with a date column, for provider folders."""
     rng = np.random.default_rng(seed)

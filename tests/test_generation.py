@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICE, TINY_MODEL, TINY_TOKENIZER
+from conftest import DEVICE, TINY_MODEL, TINY_TOKENIZER, token_inputs
 
 from kronos_alpha import Kronos, KronosTokenizer
-from kronos_alpha.inference.data import time_features
 from kronos_alpha.inference.generation import (
     filter_logits,
     generate,
@@ -19,18 +17,6 @@ from kronos_alpha.inference.generation import (
     uniforms_for_seeds,
 )
 from kronos_alpha.model.layers import KVCache
-
-
-def _inputs(tokenizer, n, context, pred_len, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, context, 6, generator=g).to(DEVICE)
-    # Five-minute bars, through the package's one calendar-feature function.
-    times = pd.date_range("2024-01-01 09:30", periods=context + pred_len, freq="5min")
-    stamp = torch.from_numpy(time_features(times))
-    stamp = stamp.expand(n, -1, -1).contiguous().to(DEVICE)
-    with torch.no_grad():
-        s1, s2 = tokenizer.encode(x)
-    return s1, s2, stamp[:, :context], stamp[:, context:]
 
 
 @pytest.mark.parametrize(
@@ -46,7 +32,7 @@ def _inputs(tokenizer, n, context, pred_len, seed=0):
 @pytest.mark.parametrize("sample_count", [1, 3])
 def test_engine_equals_reference_greedy(tiny_pair, context, pred_len, max_context, sample_count):
     model, tokenizer = tiny_pair
-    s1, s2, st, fst = _inputs(tokenizer, 3, context, pred_len)
+    s1, s2, st, fst = token_inputs(tokenizer, 3, context, pred_len)
     args = (model, s1, s2, st, fst, pred_len, max_context, sample_count, 1.0, 1, 1.0)
     e1, e2 = generate(*args)
     r1, r2 = generate_reference(*args)
@@ -60,7 +46,7 @@ def test_engine_equals_reference_sampling_with_shared_random_numbers(
     tiny_pair, top_k, top_p, temperature
 ):
     model, tokenizer = tiny_pair
-    s1, s2, st, fst = _inputs(tokenizer, 2, 18, 10, seed=1)
+    s1, s2, st, fst = token_inputs(tokenizer, 2, 18, 10, seed=1)
     u = uniforms_for_seeds([11, 12], 4, 10)
     args = (model, s1, s2, st, fst, 10, 22, 4, temperature, top_k, top_p, u)
     e1, e2 = generate(*args)
@@ -72,7 +58,7 @@ def test_engine_equals_reference_sampling_with_shared_random_numbers(
 
 def test_a_series_draw_does_not_depend_on_its_batch(tiny_pair):
     model, tokenizer = tiny_pair
-    s1, s2, st, fst = _inputs(tokenizer, 3, 16, 6, seed=2)
+    s1, s2, st, fst = token_inputs(tokenizer, 3, 16, 6, seed=2)
     seeds = [series_seed(7, i) for i in range(3)]
     u = uniforms_for_seeds(seeds, 2, 6)
     alone = generate(model, s1[1:2], s2[1:2], st[1:2], fst[1:2], 6, 32, 2, 1.0, 0, 0.95, u[1:2])
@@ -112,7 +98,7 @@ def test_seeds_are_reproducible_and_distinct():
 
 def test_bad_lengths_are_errors(tiny_pair):
     model, tokenizer = tiny_pair
-    s1, s2, st, fst = _inputs(tokenizer, 1, 8, 4)
+    s1, s2, st, fst = token_inputs(tokenizer, 1, 8, 4)
     with pytest.raises(ValueError, match="pred_len"):
         generate(model, s1, s2, st, fst, 0, 16)
     with pytest.raises(ValueError, match="stamp"):
@@ -124,7 +110,7 @@ def test_a_model_that_generated_can_still_train():
     still serve a training pass afterwards."""
     model = Kronos(**TINY_MODEL).to(DEVICE)
     tokenizer = KronosTokenizer(**TINY_TOKENIZER).eval().to(DEVICE)
-    s1, s2, st, fst = _inputs(tokenizer, 2, 12, 3)
+    s1, s2, st, fst = token_inputs(tokenizer, 2, 12, 3)
     generate(model.eval(), s1, s2, st, fst, 3, 32)
     loss = model.train().loss(s1, s2, st)["loss"]
     loss.backward()
@@ -147,7 +133,7 @@ def test_the_stacked_weights_follow_an_in_place_update(tiny_pair):
     """The step's stacked weights are cached per model: an optimizer-style in-place update
     (or a load_state_dict) must rebuild them, or the engine would generate from old weights."""
     model, tokenizer = tiny_pair
-    s1, s2, st, fst = _inputs(tokenizer, 2, 12, 6)
+    s1, s2, st, fst = token_inputs(tokenizer, 2, 12, 6)
     args = (model, s1, s2, st, fst, 6, 32, 1, 1.0, 1, 1.0)
     before = generate(*args)
     with torch.no_grad():
@@ -174,7 +160,7 @@ def test_the_engine_equals_the_reference_with_one_or_split_products(tiny_pair, t
     try:
         torch.set_num_threads(threads)
         assert _parts(model) == (threads if DEVICE == "cpu" else 1)
-        s1, s2, st, fst = _inputs(tokenizer, 2, 16, 6, seed=3)
+        s1, s2, st, fst = token_inputs(tokenizer, 2, 16, 6, seed=3)
         args = (model, s1, s2, st, fst, 6, 20, 2, 1.0, 1, 1.0)
         e1, e2 = generate(*args)
         r1, r2 = generate_reference(*args)
@@ -198,7 +184,7 @@ def test_the_window_pass_equals_the_modules_forward(tiny_pair, monkeypatch, wind
 
     model, tokenizer = tiny_pair
     monkeypatch.setattr(step, "WINDOW_ROWS", window_rows)
-    s1, s2, st, fst = _inputs(tokenizer, 7, 9, 4)
+    s1, s2, st, fst = token_inputs(tokenizer, 7, 9, 4)
     with torch.inference_mode():
         want, want_caches = model.hidden(s1, s2, st, prefill=True)
         got, caches = step.TokenStep(model, 9).window(s1, s2, st, prefill=True)

@@ -29,7 +29,7 @@ DEFAULTS = ForecastSettings(sample_count=20)
 # --chart and --quiet.
 SETTING_ARGS = (
     "lookback", "horizon", "sample_count", "T", "top_p", "seed", "device", "dtype", "cache_dir",
-    "calendar", "int8",
+    "calendar", "int8", "cuda_graphs",
 )  # fmt: skip
 SAMPLE_CALENDAR = "XNYS"  # the bundled sample: US stocks (NYSE/Nasdaq share the holidays)
 
@@ -76,6 +76,9 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--int8", action="store_true", help="int8 weights for the predictor (CPU, opt-in)"
+    )
+    p.add_argument(
+        "--cuda-graphs", action="store_true", help="replay each step as CUDA graphs (CUDA, opt-in)"
     )
     p.add_argument("--cache-dir", default=d.cache_dir, help="forecast cache folder (default: none)")
     p.add_argument(

@@ -96,12 +96,14 @@ def sample_bars(
     uniforms: torch.Tensor | None = None,
     reference: bool = False,
     progress: bool = False,
+    graphs: bool = False,
 ) -> np.ndarray:
     """Raw bars (B, L, 6) -> sampled raw paths (B, sample_count, P, 6), float32.
 
     Each window is normalised by its own mean and std (``data.normalize``), sampled, and
     mapped back to prices: the one path from bars to forecasts. ``reference``: the
-    published algorithm instead of the engine (``paths.sample_paths``).
+    published algorithm instead of the engine, ``graphs`` the engine with CUDA-graph steps
+    (``paths.sample_paths``).
     """
     bars, scale = price_scale(bars)
     mean, std = scaler_stats(bars)
@@ -120,6 +122,7 @@ def sample_bars(
         uniforms,
         reference=reference,
         progress=progress,
+        graphs=graphs,
     )
     y = denormalize(z, mean[:, None], std[:, None])
     return (y / scale[:, None]).astype(np.float32)

@@ -59,9 +59,15 @@ from .generation import uniforms_for_seeds, window_seed
 from .panel import FEATURE_COLS, split_panel
 from .quantize import quantize_int8
 from .runner import Job, run_report, run_windows
-from .settings import ForecastSettings, check_horizon, check_int8
+from .settings import ForecastSettings, check_horizon, check_modes
 
-RELOAD = {"device", "dtype", "max_context", "int8"}  # settings that change the loaded model
+RELOAD = {
+    "device",
+    "dtype",
+    "max_context",
+    "int8",
+    "cuda_graphs",
+}  # settings that change the loaded model
 
 
 @dataclass
@@ -184,8 +190,7 @@ class Forecaster:
         int8 = self.settings.int8  # int8 runs on the CPU: it is the automatic device then
         device = self.settings.device or ("cpu" if int8 else auto_device())
         device = distributed.local_device(check_device(device))
-        if int8:
-            check_int8(device, self.settings.dtype)  # SettingsError naming device or dtype
+        check_modes(self.settings, device)  # int8 / cuda_graphs: SettingsError naming device
         dtype = torch_dtype(self.settings.dtype, device)
         if isinstance(self.model, torch.nn.Module) and next(model.parameters()).dtype != dtype:
             model = copy.deepcopy(model)  # never change the dtype of the caller's model
@@ -312,6 +317,7 @@ class Forecaster:
                 st.tokenizer, st.model, np.stack([c[0] for c in ctx]),
                 np.stack([c[1] for c in ctx]), np.stack([fstamps[w.time] for w in group]),
                 st.max_context, s.sample_count, s.T, s.top_k, s.top_p, s.clip, uniforms,
+                graphs=s.cuda_graphs,
             )  # fmt: skip
 
         shape = (s.sample_count, s.horizon, len(FEATURE_COLS))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..model.layers import apply_rotary
 from . import generation
+from .graphs import generate_graphed
 
 
 def _attention_inputs(block, x, cos, sin, queries: bool = True):
@@ -93,13 +94,15 @@ def sample_paths(
     uniforms: torch.Tensor | None = None,
     reference: bool = False,
     progress: bool = False,
+    graphs: bool = False,
 ) -> np.ndarray:
     """Normalised bars x (B, L, 6) -> sampled normalised paths (B, sample_count, P, 6).
 
     The context is tokenised whole; of the last ``max_context`` tokens of context +
     generated tokens, the last P decoded rows are the forecast. With ``reference`` this is
     the published algorithm (full-recompute generation, every path's window decoded
-    whole); otherwise the cached engine and ``decode_paths``.
+    whole); otherwise the cached engine (with ``graphs``, its one-token steps replayed as
+    CUDA graphs: ``graphs.generate_graphed``) and ``decode_paths``.
     """
     device = next(model.parameters()).device
     # The tokenizer may run in float32 while the model runs in bf16/fp16: BSQ tokens are
@@ -113,6 +116,8 @@ def sample_paths(
         uniforms = uniforms.to(device)
     s1, s2 = tokenizer.encode(xt, half=True)
     run = generation.generate_reference if reference else generation.generate
+    if graphs and not reference:
+        run = generate_graphed
     tok1, tok2 = run(
         model, s1, s2, st, fst, pred_len, max_context, sample_count,
         temperature, top_k, top_p, uniforms, progress=progress,

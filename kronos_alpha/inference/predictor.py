@@ -22,7 +22,7 @@ from .panel import (
     warn_inconsistent,
 )
 from .quantize import quantize_int8
-from .settings import ForecastSettings, check_horizon, check_int8
+from .settings import ForecastSettings, check_horizon, check_modes
 
 __all__ = ["KronosPredictor", "Prepared", "auto_device", "prepare_batch", "prepare_series"]
 
@@ -98,6 +98,8 @@ class KronosPredictor:
     instead of the engine (full recompute per token, every path's window decoded whole):
     the same results, many times slower, kept to check and time the engine. ``int8=True``
     runs a quantised copy of the model (CPU, float32; see ``inference.quantize``).
+    ``cuda_graphs=True`` replays the one-token steps as CUDA graphs (CUDA only; see
+    ``inference.graphs``).
     """
 
     def __init__(
@@ -109,12 +111,14 @@ class KronosPredictor:
         clip: float = 5,
         reference: bool = False,
         int8: bool = False,
+        cuda_graphs: bool = False,
     ):
         check_compatible(model, tokenizer)
-        int8 = ForecastSettings(int8=int8).int8  # validated; int8 runs on the CPU
-        if int8:
-            check_int8(device or "cpu", next(model.parameters()).dtype)
-        self.device = check_device(device or ("cpu" if int8 else auto_device()))
+        modes = ForecastSettings(int8=int8, cuda_graphs=cuda_graphs)  # validated
+        int8 = modes.int8  # int8 runs on the CPU
+        device = device or ("cpu" if int8 else auto_device())
+        check_modes(modes, device, next(model.parameters()).dtype)
+        self.device = check_device(device)
         self.model = model.to(self.device).eval()
         if int8:
             self.model = quantize_int8(self.model)  # a copy; the caller's model is kept
@@ -122,7 +126,7 @@ class KronosPredictor:
         checked = ForecastSettings(max_context=max_context, clip=clip)
         self.max_context, self.clip = checked.max_context, checked.clip
         self.reference = bool(reference)
-        self.int8 = int8
+        self.int8, self.cuda_graphs = int8, modes.cuda_graphs
 
     # -- paths ---------------------------------------------------------------------------
     def predict_paths(
@@ -193,6 +197,7 @@ class KronosPredictor:
                 None if uniforms is None else uniforms[members],
                 reference=self.reference,
                 progress=verbose,
+                graphs=self.cuda_graphs,
             )
             for j, i in enumerate(members):
                 out[i] = y[j]

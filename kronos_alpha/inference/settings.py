@@ -78,6 +78,24 @@ def check_int8(device, dtype) -> None:
         )
 
 
+def check_cuda_graphs(device) -> None:
+    """SettingsError unless CUDA-graph steps can run there: on a CUDA device."""
+    if str(device).split(":")[0] != "cuda":
+        raise SettingsError(
+            f"cuda_graphs=True replays CUDA graphs and needs a CUDA device, not "
+            f"{str(device)!r}; use device='cuda' or cuda_graphs=False"
+        )
+
+
+def check_modes(settings, device, dtype=None) -> None:
+    """The int8 and CUDA-graph switches against the device resolved for a run (and the
+    model's dtype, or the settings' when None)."""
+    if settings.int8:
+        check_int8(device, settings.dtype if dtype is None else dtype)
+    if settings.cuda_graphs:
+        check_cuda_graphs(device)
+
+
 @dataclass(frozen=True)
 class ForecastSettings:
     """How to forecast. Checked at construction; see each field.
@@ -98,6 +116,8 @@ class ForecastSettings:
     int8: run the predictor's linear layers with int8 weights (CPU only, float32 only; off
         by default): faster one-token steps, forecasts that drift slightly from float32
         ones; see inference.quantize and the README's performance section.
+    cuda_graphs: replay each one-token step as CUDA graphs on static buffers (CUDA only; off
+        by default): the same tokens, fewer kernel launches; see inference.graphs.
     max_context: None takes the model's. batch_size: windows per batch (None: sized to memory).
     cache_dir: folder of the forecast cache (None: no cache). progress: tqdm bars.
     calendar: where the future bar times (time features) come from, never the panel's rows
@@ -121,6 +141,7 @@ class ForecastSettings:
     device: str | None = None
     dtype: str | None = None
     int8: bool = False
+    cuda_graphs: bool = False
     max_context: int | None = None
     batch_size: int | None = None
     cache_dir: str | None = None
@@ -157,14 +178,16 @@ class ForecastSettings:
                     f"min_history must be between 2 and lookback ({self.lookback}), got {mh}"
                 )
             put("min_history", mh)
-        for name in ("fill_suspended", "return_paths", "progress", "int8"):
+        for name in ("fill_suspended", "return_paths", "progress", "int8", "cuda_graphs"):
             put(name, check_flag(name, getattr(self, name)))
         if self.device is not None:
             put("device", self._check_device(self.device))
         if self.dtype is not None:
             put("dtype", self._check_dtype(self.dtype))
-        if self.int8:
-            check_int8(self.device or "cpu", self.dtype)
+        if self.int8 and self.cuda_graphs:
+            raise SettingsError("int8=True runs on the CPU, cuda_graphs=True on CUDA: choose one")
+        if self.int8 or (self.cuda_graphs and self.device is not None):
+            check_modes(self, self.device or "cpu")
         for name in ("max_context", "batch_size"):
             if getattr(self, name) is not None:
                 put(name, check_integer(name, getattr(self, name), 1))

@@ -1,0 +1,130 @@
+"""The static-buffer (CUDA-graph) generation step against the full-recompute reference.
+
+On the CPU ``generate_graphed`` runs its static code eagerly; with a GPU the captured
+graphs must give the eager tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import make_panel, token_inputs
+
+from kronos_alpha.inference.data import time_features
+from kronos_alpha.inference.generation import generate_reference, uniforms_for_seeds
+from kronos_alpha.inference.graphs import generate_graphed
+
+CASES = [
+    (20, 8, 64),  # the window never fills: pure cache
+    (20, 12, 24),  # fills, then slides for the last steps
+    (24, 5, 24),  # context exactly max_context: slides from step 1
+    (40, 6, 24),  # context longer than max_context: slides from the start
+    (1, 4, 8),  # a single context token
+    (10, 1, 16),  # one step: nothing is fed, only the s2 step runs on the static buffers
+]
+
+
+@pytest.mark.parametrize("context,pred_len,max_context", CASES)
+@pytest.mark.parametrize("sample_count", [1, 3])
+def test_graphed_equals_reference_greedy(tiny_pair, context, pred_len, max_context, sample_count):
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = token_inputs(tokenizer, 3, context, pred_len)
+    args = (model, s1, s2, st, fst, pred_len, max_context, sample_count, 1.0, 1, 1.0)
+    g1, g2 = generate_graphed(*args)
+    r1, r2 = generate_reference(*args)
+    assert g1.shape == (3 * sample_count, context + pred_len)
+    assert torch.equal(g1, r1) and torch.equal(g2, r2)
+
+
+@pytest.mark.parametrize("top_k,top_p,temperature", [(0, 0.9, 1.0), (5, 1.0, 0.7), (0, 1.0, 1.3)])
+def test_graphed_equals_reference_sampling_with_shared_random_numbers(
+    tiny_pair, top_k, top_p, temperature
+):
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = token_inputs(tokenizer, 2, 18, 10, seed=1)
+    u = uniforms_for_seeds([11, 12], 4, 10)
+    args = (model, s1, s2, st, fst, 10, 22, 4, temperature, top_k, top_p, u)
+    g1, g2 = generate_graphed(*args)
+    r1, r2 = generate_reference(*args)
+    assert torch.equal(g1, r1) and torch.equal(g2, r2)
+    assert not torch.equal(g1[0], g1[1]) or not torch.equal(g2[0], g2[1])
+
+
+def test_graphed_validates_like_generate(tiny_pair):
+    model, tokenizer = tiny_pair
+    s1, s2, st, fst = token_inputs(tokenizer, 1, 8, 4)
+    with pytest.raises(ValueError, match="pred_len"):
+        generate_graphed(model, s1, s2, st, fst, 0, 16)
+    with pytest.raises(ValueError, match="stamp"):
+        generate_graphed(model, s1, s2, st, fst[:, :2], 4, 16)
+    if s1.device.type != "cuda":
+        with pytest.raises(ValueError, match="CUDA"):
+            generate_graphed(model, s1, s2, st, fst, 4, 16, capture=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("context,pred_len,max_context,sample_count", [
+    (20, 8, 64, 1), (20, 12, 24, 3), (1, 4, 8, 2), (10, 1, 16, 2)])  # fmt: skip
+def test_captured_graphs_give_the_eager_tokens(
+    tiny_pair, dtype, context, pred_len, max_context, sample_count
+):
+    model, tokenizer = tiny_pair
+    model = model.to("cuda", dtype)
+    s1, s2, st, fst = token_inputs(tokenizer, 3, context, pred_len, device="cuda")
+    u = uniforms_for_seeds([1, 2, 3], sample_count, pred_len)
+    for k, p, u_ in ((1, 1.0, None), (0, 0.9, u)):  # greedy, and sampling with shared numbers
+        args = (model, s1, s2, st, fst, pred_len, max_context, sample_count, 1.0, k, p, u_)
+        c1, c2 = generate_graphed(*args, capture=True)
+        e1, e2 = generate_graphed(*args, capture=False)
+        assert torch.equal(c1, e1) and torch.equal(c2, e2)
+        if dtype == torch.float32 and k == 1:  # and greedy float32 is the reference's
+            r1, r2 = generate_reference(*args)
+            assert torch.equal(c1, r1) and torch.equal(c2, r2)
+
+
+def test_cuda_graphs_is_a_validated_setting_of_every_door(tiny_pair):
+    """cuda_graphs is one ForecastSettings flag: refused off CUDA (naming the device) and
+    together with int8, in the settings, the Forecaster and the predictor alike."""
+    from kronos_alpha import Forecaster, KronosPredictor
+    from kronos_alpha.inference.settings import ForecastSettings, SettingsError
+
+    model, tokenizer = tiny_pair
+    with pytest.raises(SettingsError, match="cuda_graphs=True .* not 'cpu'"):
+        ForecastSettings(cuda_graphs=True, device="cpu")
+    with pytest.raises(SettingsError, match="choose one"):
+        ForecastSettings(cuda_graphs=True, int8=True)
+    with pytest.raises(SettingsError, match="cuda_graphs must be True or False"):
+        ForecastSettings(cuda_graphs="yes")
+    assert ForecastSettings(cuda_graphs=True).cuda_graphs  # device resolved at run time
+    with pytest.raises(SettingsError, match="needs a CUDA device"):
+        KronosPredictor(model, tokenizer, device="cpu", cuda_graphs=True)
+    with pytest.raises(SettingsError, match="needs a CUDA device"):
+        Forecaster(model, tokenizer, device="cpu", cuda_graphs=True).forecast(
+            make_panel(2, 40), lookback=20, horizon=2
+        )
+
+
+def test_sample_paths_with_graphs_runs_the_static_step(tiny_pair, monkeypatch):
+    """graphs=True routes sample_paths through generate_graphed (eager on the CPU), with
+    the engine's sampled paths."""
+    from kronos_alpha.inference import paths
+
+    model, tokenizer = tiny_pair
+    calls = []
+    graphed = paths.generate_graphed
+    monkeypatch.setattr(
+        paths, "generate_graphed", lambda *a, **k: calls.append(1) or graphed(*a, **k)
+    )
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 12, 6)).astype(np.float32)
+    times = pd.date_range("2024-01-01 09:30", periods=16, freq="5min")
+    stamp = np.broadcast_to(time_features(times), (2, 16, 5))
+    u = uniforms_for_seeds([1, 2], 3, 4)
+    args = (tokenizer, model, x, stamp[:, :12], stamp[:, 12:], 64, 3, 1.0, 0, 0.9, u)
+    want = paths.sample_paths(*args)
+    got = paths.sample_paths(*args, graphs=True)
+    assert calls == [1]
+    np.testing.assert_array_equal(got, want)
