@@ -8,6 +8,12 @@ step (one token per path against the caches, or a whole sliding window recompute
 decoding (the shared prefix once per series) - and charges each phase the slower of its
 FLOPs at the sgemm rate and its bytes (weights, and the keys and values a step reads) at
 the bandwidth. Elementwise work, softmax and dispatch are free here: it is a floor.
+
+``int8=True`` is the floor of the int8 weight mode (``inference.quantize``): the
+predictor's weight products at the measured rate of the int8 kernel it runs
+(``int8_rate``: fbgemm's dynamic int8 linear on model-shaped products, input quantisation
+included) and its weights read as one byte each plus a float32 scale per row; attention,
+the embeddings and the tokenizer stay float32, as they do in that mode.
 """
 
 from __future__ import annotations
@@ -45,22 +51,54 @@ def machine_rates(megabytes: int = 128, repeats: int = 5) -> dict:
     return {"gflops": gflops, "bandwidth": max(copy, read)}
 
 
+def int8_rate(repeats: int = 5) -> float:
+    """Multiply-adds per second x 2 (GOP/s) of the int8 mode's kernel, the best of the
+    model-shaped products (rows, in, out), on this thread count."""
+    from kronos_alpha.inference.quantize import _linear_dynamic, _prepack, _quantize_rows
+
+    best = 0.0
+    for m, k, n in SHAPES[1:] + [(160, 512, 2048), (1, 512, 1536)]:
+        x = torch.randn(m, k)
+        packed = _prepack(*_quantize_rows(torch.randn(n, k)), None)
+        t = _best(lambda x=x, packed=packed: _linear_dynamic(x, packed), repeats)
+        best = max(best, 2 * m * k * n / t / 1e9)
+    return best
+
+
 def _causal(n: int, d: int) -> int:
     """Multiply-adds of causal attention over n rows (scores and weighted values)."""
     return n * (n + 1) * d
 
 
-def _bytes(modules) -> int:
-    return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+def _bytes(modules, int8: bool = False) -> int:
+    """Bytes of the modules' parameters; with ``int8`` a Linear weight counts one byte per
+    entry plus a float32 scale per output row."""
+    total = 0
+    for module in modules:
+        for m in module.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if int8 and name == "weight" and isinstance(m, torch.nn.Linear):
+                    total += p.numel() + 4 * p.shape[0]
+                else:
+                    total += p.numel() * p.element_size()
+    return total
 
 
-def limit_seconds(model, tokenizer, series, context, pred_len, paths, max_context, rates):
-    """{"total_s", "generation_s", "phases_s": {...}} for one case (see the module doc)."""
+def limit_seconds(
+    model, tokenizer, series, context, pred_len, paths, max_context, rates, int8=False
+):
+    """{"total_s", "generation_s", "phases_s": {...}} for one case (see the module doc);
+    ``int8`` needs ``rates["int8_gops"]`` (``int8_rate``)."""
     flop_s, byte_s = 2 / (rates["gflops"] * 1e9), 1 / rates["bandwidth"]
+    product_s = 2 / (rates["int8_gops"] * 1e9) if int8 else flop_s  # the predictor's weights
     phases = dict.fromkeys(["encode", "prefill", "steps", "sliding", "decode"], 0.0)
 
-    def charge(phase, macs, nbytes):
-        phases[phase] += max(macs * flop_s, nbytes * byte_s)
+    def charge(phase, macs, nbytes, attention_macs=0):
+        """macs: weight products (the predictor's run at product_s), attention_macs: float32."""
+        seconds = macs * (product_s if phase in predictor else flop_s) + attention_macs * flop_s
+        phases[phase] += max(seconds, nbytes * byte_s)
+
+    predictor = ("prefill", "steps", "sliding")
 
     # The predictor: per-row multiply-adds of the blocks, and of what one new token adds.
     d, layers = model.d_model, model.n_layers
@@ -68,8 +106,10 @@ def limit_seconds(model, tokenizer, series, context, pred_len, paths, max_contex
     block = 4 * d * d + 3 * d * ff
     row = 2 * d * d + layers * block + 2 * d * d  # fusion, blocks, the s2 memory's k|v
     heads = d * model.head.vocab_s1 + 2 * d * d + d * model.head.vocab_s2  # s1, dep q|out, s2
-    step_weights = _bytes([model.transformer, model.embedding.fusion_proj, model.dep_layer])
-    step_weights += _bytes([model.head, model.norm])
+    step_weights = _bytes(
+        [model.transformer, model.embedding.fusion_proj, model.dep_layer, model.head, model.norm],
+        int8,
+    )
     # The tokenizer.
     dt, code, d_in = tokenizer.d_model, tokenizer.codebook_dim, tokenizer.d_in
     tff = tokenizer.encoder[0].ffn.w1.out_features if len(tokenizer.encoder) else 0
@@ -80,19 +120,18 @@ def limit_seconds(model, tokenizer, series, context, pred_len, paths, max_contex
     charge("encode", rows * (d_in * dt + enc * tblock + dt * code) + enc * series
            * _causal(context, dt), _bytes([tokenizer.embed, tokenizer.encoder]))  # fmt: skip
     first = min(context, max_context)
-    charge("prefill", series * (first * row + layers * _causal(first, d)), step_weights)
+    charge("prefill", series * first * row, step_weights, series * layers * _causal(first, d))
     r = series * paths
-    charge("steps", r * (heads + 2 * first * d), step_weights)  # step 0's logits
+    charge("steps", r * heads, step_weights, r * 2 * first * d)  # step 0's logits
     for i in range(1, pred_len):
         n = context + i  # tokens once this step's token is appended
         if n <= max_context:  # one token per path; attention reads the cached keys/values
-            macs = r * (row + heads + (layers + 1) * 2 * n * d)
             kv = (layers + 1) * 2 * d * 4 * (series * context + r * i)
-            charge("steps", macs, step_weights + kv)
+            charge("steps", r * (row + heads), step_weights + kv, r * (layers + 1) * 2 * n * d)
         else:  # the window slides: recomputed whole
             w = max_context
-            charge("sliding", r * (w * row + heads + 2 * w * d) + r * layers * _causal(w, d),
-                   step_weights)  # fmt: skip
+            charge("sliding", r * (w * row + heads), step_weights,
+                   r * (2 * w * d + layers * _causal(w, d)))  # fmt: skip
     w = min(context + pred_len, max_context)
     prefix = context - max(0, context + pred_len - max_context)
     out = dt * d_in

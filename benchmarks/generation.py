@@ -59,7 +59,7 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from floor import limit_seconds, machine_rates  # benchmarks/floor.py, beside this script
+from floor import int8_rate, limit_seconds, machine_rates  # benchmarks/floor.py, beside
 
 from kronos_alpha import Kronos, KronosPredictor, KronosTokenizer
 from kronos_alpha.inference import generation
@@ -143,7 +143,7 @@ def step_agreement(model, qmodel, tok1, tok2, stamps, context: int) -> float:
     return float((a[:, gen] == b[:, gen]).float().mean())
 
 
-def int8_columns(best, out, model, qmodel, stamps, context, name) -> dict:
+def int8_columns(best, out, model, qmodel, stamps, context, name, limit) -> dict:
     (e1, e2), (q1, q2) = out["engine"], out["int8"]
     g = slice(context, None)
     same = (e1[:, g] == q1[:, g]) & (e2[:, g] == q2[:, g])
@@ -157,6 +157,9 @@ def int8_columns(best, out, model, qmodel, stamps, context, name) -> dict:
         "int8_api_s": round(best["int8_api"], 4),
         "int8_api_speedup": round(best["api_reference"] / best["int8_api"], 2),
         "int8_api_target": INT8_TARGETS.get(name),
+        "int8_limit_s": round(limit["total_s"], 4),
+        "int8_achieved": round(limit["total_s"] / best["int8_api"], 3),
+        "int8_limit_phases_s": {k: round(v, 4) for k, v in limit["phases_s"].items()},
         "int8_token_agreement": round(float(same.float().mean()), 4),
         "int8_s1_agreement": round(float((e1[:, g] == q1[:, g]).float().mean()), 4),
         "int8_first_difference_step": int(differs[0]) if len(differs) else None,
@@ -233,7 +236,12 @@ def run_case(
     extra = {}
     if int8:
         stamps = torch.cat([stamp, future], 1).repeat_interleave(samples, 0)
-        extra = int8_columns(best, out, model, qmodel, stamps, context, name)
+        rates["int8_gops"] = max(int8_rate(), int8_rate())
+        limit8 = limit_seconds(
+            model, tokenizer, n, context, pred_len, samples, MAX_CONTEXT, rates, int8=True
+        )
+        extra = int8_columns(best, out, model, qmodel, stamps, context, name, limit8)
+        extra["int8_gops"] = round(rates["int8_gops"], 1)
     return {
         "name": name,
         "model": f"Kronos-{dims} dimensions",
