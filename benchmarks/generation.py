@@ -29,7 +29,9 @@ generated (s1, s2) tokens identical to the float32 engine's greedy ones (a free-
 comparison: after the first flipped token the two continue from different contexts), and
 int8_step_agreement, the share of positions where int8 and float32 pick the same greedy
 s1 token given the same tokens (the float32 path); int8_api_close_mean_rel_diff, the mean
-|relative difference| of the forecast closes. ``--model base``: Kronos-base dimensions.
+|relative difference| of the forecast closes; int8_limit_s / int8_achieved, the int8 mode's
+floor (``floor.py``, ``int8=True``: the predictor's products at int8_gops, the fbgemm
+kernel's best measured rate, weights one byte each). ``--model base``: Kronos-base dimensions.
 Measured 2026-12-01, case (b), 1 thread, two runs each (load 2-5): int8 API 42.2x and 37.0x
 over the reference for Kronos-small (float32 API 20.6x and 22.1x in the same runs) and 52.4x
 and 32.2x for Kronos-base (float32 32.1x and 18.1x); random weights' tokens: 0.8% identical
@@ -39,6 +41,10 @@ Measured 2026-12-01 on this project's 2-core CPU (--repeats 3 --reference-repeat
 API speed-up (engine alone) / limit_speedup, identical tokens and forecasts in every case:
 1 thread: (a) 10.75x (10.46x) / 15.4x, (b) 22.6x (22.2x) / 36.4x, (c) 31.0x (34.8x) / 42.5x;
 2 threads: (a) 10.2x (10.0x) / 16.6x, (b) 18.0x (20.5x) / 46.2x, (c) 26.7x (32.0x) / 42.2x.
+Again 2026-12-01 after the window pass (``TokenStep.window``), one ``--int8`` run, 1 thread:
+API (engine) / limit / achieved: (a) 10.91x (10.37x) / 15.1x / 0.72, (b) 20.81x (22.73x) /
+34.1x / 0.61, (c) 32.79x (36.23x) / 45.1x / 0.73; int8 API 16.3x / 29.9x / 44.4x, reaching
+0.59 / 0.35 / 0.71 of the int8 floor.
 The one-token steps are bound by memory, the reference by arithmetic, so a second thread
 helps the reference more. 1 thread is the default because on this shared box its figures
 repeat; with 2, one busy core stalls every operation (a 2-thread reference run of (a) took
