@@ -94,6 +94,7 @@ DEFAULTS = {
         "seed": 0,
         "batch_size": None,
         "int8": False,  # opt-in int8 predictor weights on the CPU (ForecastSettings.int8)
+        "cuda_graphs": False,  # opt-in CUDA-graph steps on a GPU (ForecastSettings.cuda_graphs)
         "calendar": None,  # future bar times (None: data.region's exchange, else the codes')
         "history_bars": None,  # bars before a window given to the forecaster (None: 3 x lookback + 60)
         # kronos_calibrated (and kronos_finetuned_calibrated): each window calibrates on the
