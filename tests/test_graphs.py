@@ -128,3 +128,15 @@ def test_sample_paths_with_graphs_runs_the_static_step(tiny_pair, monkeypatch):
     got = paths.sample_paths(*args, graphs=True)
     assert calls == [1]
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_memory_estimate_counts_every_paths_static_buffers(tiny_pair):
+    """With CUDA-graph steps every path holds the whole span's keys and values, so a window's
+    estimate grows by the context's caches for each extra path; without, paths share them."""
+    from kronos_alpha.inference.device import window_bytes
+
+    model, tokenizer = tiny_pair
+    plain = window_bytes(model, tokenizer, torch.float32, 90, 5, 10)
+    graphs = window_bytes(model, tokenizer, torch.float32, 90, 5, 10, graphs=True)
+    per_token = (model.n_layers + 1) * 2 * model.d_model * 4
+    assert graphs - plain == per_token * (5 * 100 - (90 + 5 * 10))

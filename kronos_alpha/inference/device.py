@@ -87,20 +87,26 @@ def check_fits(per_window: int, windows: int, batch: int, rows: int, horizon: in
         )
 
 
-def window_bytes(model, tokenizer, dtype: torch.dtype, length: int, rows: int, horizon: int) -> int:
+def window_bytes(
+    model, tokenizer, dtype: torch.dtype, length: int, rows: int, horizon: int, graphs=False
+) -> int:
     """Memory of one window of ``length`` bars with ``rows`` sampled paths of ``horizon`` bars.
 
     Key/value caches: the context's once per window (its paths share it), the generated
-    tokens' per path; activations ~ 16 * d_model per token and row; the tokenizer's decode.
+    tokens' per path - with ``graphs`` (CUDA-graph steps, ``inference.graphs``) every path
+    holds the whole span in its static buffers; activations ~ 16 * d_model per token and
+    row; the tokenizer's decode.
     """
     elem = torch.finfo(dtype).bits // 8
     per_token_kv = (model.n_layers + 1) * 2 * model.d_model * elem
-    kv = per_token_kv * (length + rows * horizon)
+    kv = per_token_kv * (rows * (length + horizon) if graphs else length + rows * horizon)
     act = rows * (length + horizon) * model.d_model * 16 * elem
     return kv + act + length * tokenizer.d_model * 64 * 4
 
 
-def batch_windows(model, tokenizer, dtype, device, length: int, rows: int, horizon: int) -> int:
+def batch_windows(
+    model, tokenizer, dtype, device, length: int, rows: int, horizon: int, graphs=False
+) -> int:
     """Windows per batch that fit in the memory ``free_memory`` allows (1..1024)."""
-    per_window = window_bytes(model, tokenizer, dtype, length, rows, horizon)
+    per_window = window_bytes(model, tokenizer, dtype, length, rows, horizon, graphs)
     return int(max(1, min(1024, free_memory(device) // per_window)))

@@ -97,10 +97,12 @@ def batches(loaded, settings, windows: list[Window], lookback: int, job: Job) ->
         groups.setdefault(min(lookback, w.end + 1), []).append(i)
     out = []
     for length, members in sorted(groups.items()):
+        graphs = settings.cuda_graphs and job.horizon > 0  # embeddings generate nothing
+        shape = (length, job.rows, job.horizon, graphs)
         size = settings.batch_size or batch_windows(
-            st.model, st.tokenizer, st.dtype, st.device, length, job.rows, job.horizon
+            st.model, st.tokenizer, st.dtype, st.device, *shape
         )
-        per = window_bytes(st.model, st.tokenizer, st.dtype, length, job.rows, job.horizon)
+        per = window_bytes(st.model, st.tokenizer, st.dtype, *shape)
         check_fits(per, len(windows), min(size, len(members)), job.rows, job.horizon, st.device)
         out += [members[k : k + size] for k in range(0, len(members), size)]
     return out
