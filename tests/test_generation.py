@@ -16,7 +16,11 @@ from kronos_alpha.inference.generation import (
     series_seed,
     uniforms_for_seeds,
 )
+from kronos_alpha.inference.graphs import generate_graphed
 from kronos_alpha.model.layers import KVCache
+
+# The cached engine, and its static-buffer form (CUDA graphs; eager on the CPU).
+ENGINES = [pytest.param(generate, id="engine"), pytest.param(generate_graphed, id="graphed")]
 
 
 @pytest.mark.parametrize(
@@ -27,14 +31,18 @@ from kronos_alpha.model.layers import KVCache
         (24, 5, 24),  # context exactly max_context: slides from step 1
         (40, 6, 24),  # context longer than max_context: slides from the start
         (1, 4, 8),  # a single context token
+        (10, 1, 16),  # one step: nothing is fed (the static step runs only its s2 part)
     ],
 )
 @pytest.mark.parametrize("sample_count", [1, 3])
-def test_engine_equals_reference_greedy(tiny_pair, context, pred_len, max_context, sample_count):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_equals_reference_greedy(
+    tiny_pair, engine, context, pred_len, max_context, sample_count
+):
     model, tokenizer = tiny_pair
     s1, s2, st, fst = token_inputs(tokenizer, 3, context, pred_len)
     args = (model, s1, s2, st, fst, pred_len, max_context, sample_count, 1.0, 1, 1.0)
-    e1, e2 = generate(*args)
+    e1, e2 = engine(*args)
     r1, r2 = generate_reference(*args)
     assert e1.shape == (3 * sample_count, context + pred_len)
     assert torch.equal(e1, r1) and torch.equal(e2, r2)
@@ -42,14 +50,15 @@ def test_engine_equals_reference_greedy(tiny_pair, context, pred_len, max_contex
 
 
 @pytest.mark.parametrize("top_k,top_p,temperature", [(0, 0.9, 1.0), (5, 1.0, 0.7), (0, 1.0, 1.3)])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_engine_equals_reference_sampling_with_shared_random_numbers(
-    tiny_pair, top_k, top_p, temperature
+    tiny_pair, engine, top_k, top_p, temperature
 ):
     model, tokenizer = tiny_pair
     s1, s2, st, fst = token_inputs(tokenizer, 2, 18, 10, seed=1)
     u = uniforms_for_seeds([11, 12], 4, 10)
     args = (model, s1, s2, st, fst, 10, 22, 4, temperature, top_k, top_p, u)
-    e1, e2 = generate(*args)
+    e1, e2 = engine(*args)
     r1, r2 = generate_reference(*args)
     assert torch.equal(e1, r1) and torch.equal(e2, r2)
     # Different paths of one series really are different draws.
