@@ -92,13 +92,12 @@ def limit_seconds(
     flop_s, byte_s = 2 / (rates["gflops"] * 1e9), 1 / rates["bandwidth"]
     product_s = 2 / (rates["int8_gops"] * 1e9) if int8 else flop_s  # the predictor's weights
     phases = dict.fromkeys(["encode", "prefill", "steps", "sliding", "decode"], 0.0)
+    predictor = ("prefill", "steps", "sliding")  # the phases whose products int8 quantises
 
     def charge(phase, macs, nbytes, attention_macs=0):
         """macs: weight products (the predictor's run at product_s), attention_macs: float32."""
         seconds = macs * (product_s if phase in predictor else flop_s) + attention_macs * flop_s
         phases[phase] += max(seconds, nbytes * byte_s)
-
-    predictor = ("prefill", "steps", "sliding")
 
     # The predictor: per-row multiply-adds of the blocks, and of what one new token adds.
     d, layers = model.d_model, model.n_layers

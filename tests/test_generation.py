@@ -105,13 +105,14 @@ def test_seeds_are_reproducible_and_distinct():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_bad_lengths_are_errors(tiny_pair):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_lengths_are_errors(tiny_pair, engine):
     model, tokenizer = tiny_pair
     s1, s2, st, fst = token_inputs(tokenizer, 1, 8, 4)
     with pytest.raises(ValueError, match="pred_len"):
-        generate(model, s1, s2, st, fst, 0, 16)
+        engine(model, s1, s2, st, fst, 0, 16)
     with pytest.raises(ValueError, match="stamp"):
-        generate(model, s1, s2, st, fst[:, :2], 4, 16)
+        engine(model, s1, s2, st, fst[:, :2], 4, 16)
 
 
 def test_a_model_that_generated_can_still_train():

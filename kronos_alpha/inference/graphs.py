@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.layers import apply_rotary, rms_norm
+from . import generation as gen
 from .step import TokenStep, _product
 
 SLOT_MULTIPLE = 16  # slots rounded up: the GPU's masked attention wants aligned masks
@@ -162,8 +163,6 @@ def generate_graphed(
     """``generation.generate`` with the cached phase's per-token step on static buffers,
     replayed as CUDA graphs when ``capture`` (default: when the tensors are on CUDA).
     Returns (s1, s2) of shape (B * sample_count, L + pred_len), rows series-major."""
-    from . import generation as gen  # here, not at the top: generation may import this module
-
     gen._validate(s1, stamp, future_stamp, pred_len, max_context)
     cuda = s1.device.type == "cuda"
     capture = cuda if capture is None else bool(capture)
