@@ -43,8 +43,8 @@ def main() -> None:
     p.add_argument("--tune", action="store_true", help="also tune T and top_p on the fit year")
     p.add_argument(
         "--scales",
-        default="ret_std,pred_vol,hist_vol,blend",
-        help="candidate scales, comma-separated",
+        default="fitted",
+        help="candidate scales, comma-separated (any of ret_std,pred_vol,hist_vol,ewma_vol,blend,fitted)",
     )
     p.add_argument("--drift", default="zero", choices=["zero", "fitted"])
     p.add_argument("--threads", type=int, default=1)

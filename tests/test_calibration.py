@@ -28,7 +28,7 @@ from kronos_alpha.inference.realised import realised_returns
 def gaussian_rows(n: int, seed: int, horizon: int = 5):
     """Forecast rows whose outcome is N(0.002, sigma^2) with sigma known from hist_vol: the
     sampled statistics are noise (ret_mean) or under-dispersed and noisy (ret_std, pred_vol:
-    sigma / 3 times a lognormal error, as a few samples give)."""
+    sigma / 3 times a lognormal error, as a few samples give), ewma_vol a noisy copy."""
     rng = np.random.default_rng(seed)
     sigma = rng.uniform(0.01, 0.05, n)
     dates = pd.bdate_range("2020-01-01", periods=n // 10)
@@ -45,13 +45,19 @@ def gaussian_rows(n: int, seed: int, horizon: int = 5):
         index=index,
     )
     y = 0.002 + sigma * rng.standard_normal(n)
+    table["ewma_vol"] = sigma / np.sqrt(horizon) * np.exp(rng.normal(0, 0.5, n))
     return table, y, sigma
 
 
 def test_coverage_and_prob_up_come_out_right_on_a_known_distribution():
     table, y, _ = gaussian_rows(4000, seed=1)
     cal = fit(table, y, 5, {}, "2030-01-01", drift="fitted")  # the drift here is real
-    assert cal.scale == "hist_vol"  # the only scale that tracks the outcome's spread
+    # hist_vol is the only scale that tracks the outcome's spread; the fitted scale may
+    # match it only by putting all its weight there
+    assert cal.scale in ("hist_vol", "fitted")
+    if cal.scale == "fitted":
+        b = np.asarray(cal.coef[1:])  # (pred_vol, hist_vol, ewma_vol)
+        assert b.sum() == pytest.approx(1, abs=0.1) and b[1] > 0.8
     assert cal.slope == pytest.approx(0, abs=0.15)  # ret_mean is noise: shrunk away
     test, y2, sigma = gaussian_rows(20000, seed=2)
     for level in (0.5, 0.8, 0.9):
@@ -77,6 +83,52 @@ def test_coverage_and_prob_up_come_out_right_on_a_known_distribution():
         0, abs=3e-4
     )
     assert np.median(cal.quantiles(test, [0.5])) == pytest.approx(0.002, abs=1e-3)
+
+
+def test_fitted_scale_learns_which_volatility_tracks_the_outcome():
+    """Outcomes whose spread is sqrt(pred_vol * ewma_vol) (hist_vol is noise): the fitted
+    scale is chosen, finds elasticities near (0.5, 0, 0.5), and covers; hist_vol alone is
+    far worse."""
+
+    def rows(n, seed):
+        rng = np.random.default_rng(seed)
+        pv, ev = rng.uniform(0.005, 0.03, (2, n))
+        dates = pd.bdate_range("2020-01-01", periods=n // 10)
+        index = pd.MultiIndex.from_product([dates, [f"I{k}" for k in range(10)]])
+        table = pd.DataFrame(
+            {"ret_mean": rng.normal(0, 0.01, n), "ret_std": rng.uniform(0.01, 0.05, n),
+             "pred_vol": pv, "hist_vol": rng.uniform(0.005, 0.03, n), "ewma_vol": ev},
+            index=index.set_names(["datetime", "instrument"]),
+        )  # fmt: skip
+        sigma = 1.5 * np.sqrt(pv * ev * 5)
+        return table, sigma * rng.standard_t(5, n), sigma
+
+    table, y, _ = rows(6000, seed=3)
+    cal = fit(table, y, 5, {}, "2030-01-01")
+    assert cal.scale == "fitted"
+    b0, *b = cal.coef
+    assert b == pytest.approx([0.5, 0, 0.5], abs=0.08)
+    test, y2, sigma = rows(20000, seed=4)
+    lo, hi = cal.quantiles(test, [0.1, 0.9]).T
+    assert np.mean((y2 >= lo) & (y2 <= hi)) == pytest.approx(0.8, abs=0.015)
+    assert np.corrcoef(np.log(cal.spread(test)), np.log(sigma))[0, 1] > 0.97
+    hv = fit(table, y, 5, {}, "2030-01-01", scales=("hist_vol",))
+    levels = grid_levels()
+    crps = {c.scale: crps_quantiles(c.quantile_grid(test), y2, levels).mean() for c in (cal, hv)}
+    assert crps["fitted"] < 0.96 * crps["hist_vol"]  # measured: 0.944
+    # a flat context (zero volatility) gets the floor, not a zero or infinite scale
+    flat = test.iloc[:3].assign(hist_vol=0.0, ewma_vol=0.0, pred_vol=[0.0, np.nan, 0.01])
+    assert np.all(np.isfinite(cal.spread(flat))) and np.all(cal.spread(flat) >= cal.floor)
+    # the coefficients are plain data: JSON round trip, and malformed ones are refused
+    data = json.loads(json.dumps(cal.to_dict()))
+    assert Calibrator.from_dict(data) == cal and len(data["coef"]) == 4
+    for bad in ([0.1, 0.5, -0.2, 0.5], [0.1, 0.5], [0.1, 0.5, float("nan"), 0.5]):
+        with pytest.raises(CalibrationError, match="coefficients"):
+            Calibrator.from_dict({**data, "coef": bad})
+    with pytest.raises(CalibrationError, match="coefficients"):
+        Calibrator.from_dict({**hv.to_dict(), "coef": [0.0, 1.0, 0.0, 0.0]})
+    with pytest.raises(CalibrationError, match="column 'ewma_vol'"):
+        cal.spread(test.drop(columns="ewma_vol"))
 
 
 def test_fit_refuses_too_few_pairs_and_unknown_scales():

@@ -215,7 +215,7 @@ def test_forecast_calibrates_on_a_date_range_saves_and_loads_the_calibrator(
     assert report["calibrated"] is True and cal["calibrated"] and cal["source"] == "fitted"
     assert cal["first_date"] == str(times[20]) and cal["last_date"] == str(times[80])
     assert cal["realised_end"] == str(times[83]) and cal["pairs"] == 2 * 61 and cal["dates"] == 61
-    assert cal["scale"] in ("ret_std", "pred_vol", "hist_vol", "blend") and cal["horizon"] == 3
+    assert cal["scale"] == "fitted" and len(cal["coef"]) == 4 and cal["horizon"] == 3
     assert (
         f"calibration: fitted, scale {cal['scale']}, decision dates {times[20]:%Y-%m-%d} .. " in err
     )

@@ -69,6 +69,11 @@ def test_table_columns_and_values_match_the_sampled_paths(tiny):
         assert row.pred_vol == pytest.approx(
             (bars / np.concatenate([np.full((3, 1), c0), paths[:, :-1, 3]], 1)).std(), rel=1e-5
         )
+        # the context's volatilities: the last 24 bars' 23 returns, plain and RiskMetrics EWMA
+        r = panel[name]["close"].loc[:t].iloc[-24:].pct_change().dropna().to_numpy()
+        assert row.hist_vol == pytest.approx(r.std(), rel=1e-9)
+        w = 0.94 ** np.arange(23)[::-1]  # the newest return weighs 1
+        assert row.ewma_vol == pytest.approx(np.sqrt((w * r**2).sum() / w.sum()), rel=1e-9)
     assert fc.report["requested"] == 9 and fc.report["computed"] == 9
     # pred_return is a return of plausible size, not a normalised price difference
     assert table.pred_return.abs().max() < 1.0

@@ -133,6 +133,7 @@ def calibration_summary(fc, source: str | None) -> dict:
         "calibrated": True,
         "source": source,
         "scale": cal.scale,
+        "coef": list(cal.coef),  # the fitted scale's (b0, elasticities); empty otherwise
         "horizon": cal.horizon,
         "first_date": cal.first_date,
         "last_date": cal.last_date,

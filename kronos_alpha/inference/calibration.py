@@ -22,10 +22,23 @@ zero drift is the default (README, "Calibrated uncertainty"). The scale is one o
 - ``pred_vol``: the sampled paths' bar volatility times sqrt(horizon) (all steps and
   samples pooled, so steadier than ret_std with few samples);
 - ``hist_vol``: the context window's bar volatility times sqrt(horizon) (the naive scale);
-- ``blend``: the geometric mean of pred_vol's and hist_vol's scales,
+- ``ewma_vol``: the context's RiskMetrics EWMA volatility times sqrt(horizon);
+- ``blend``: the geometric mean of pred_vol's and hist_vol's scales;
+- ``fitted``: exp(b0 + b1 log pred_vol + b2 log hist_vol + b3 log ewma_vol) (each times
+  sqrt(horizon)), the elasticities b1..b3 >= 0 fitted by least squares of log|residual| on
+  the three logs (Harvey's multiplicative heteroscedasticity; normalised conformal
+  prediction with a learned scale, Lei et al. 2018). It weighs Kronos's spread against the
+  history's by how well each tracked the calibration dates' outcomes, and a sum of
+  elasticities below one shrinks every row's scale toward the cross-section's level.
 
-chosen by the CRPS on the later half of the calibration dates after fitting on the earlier
-half (a choice among four on held-out dates, so it is not the in-sample winner by luck).
+The default is ``fitted`` alone: it nests the three volatility scales (and the blend), so
+a choice among them adds only noise. Given several candidate ``scales``, each is fitted on
+the earlier half of the calibration dates and scored (CRPS) on the later half, and the best
+is refitted on all. Measured in a development study on 2013-2015 CSI300 dates (before
+every test span reported in the README; rolling 250-bar calibration, purged by the
+horizon, CRPS against the 60-bar Gaussian): hist_vol +1.1%, ewma_vol -0.56%, fitted -0.72%,
+and the held-out choice among all six -0.18%: between near-equal scales, 25 held-out dates
+choose by noise.
 
 Why not PIT recalibration (a monotone map of each row's sample CDF): with few samples most
 outcomes fall outside the sampled range (PIT 0 or 1), and no map of [0, 1] onto itself can
@@ -47,7 +60,10 @@ import pandas as pd
 
 from .settings import SettingsError, quantile_column
 
-SCALES = ("ret_std", "pred_vol", "hist_vol", "blend")
+SCALES = ("ret_std", "pred_vol", "hist_vol", "ewma_vol", "blend", "fitted")
+DEFAULT_SCALES = ("fitted",)
+FITTED_BASIS = ("pred_vol", "hist_vol", "ewma_vol")  # the fitted scale's regressors
+TINY_VOL = 1e-8  # a zero volatility's log is taken here (a flat context), not at -inf
 DRIFTS = ("zero", "fitted")
 LEVELS = tuple(float(x) for x in np.round(np.linspace(0.005, 0.995, 199), 6))
 GRID = 99  # quantiles per row for CRPS: levels (i + 0.5) / GRID
@@ -72,20 +88,55 @@ def crps_quantiles(q: np.ndarray, y: np.ndarray, levels: np.ndarray) -> np.ndarr
     return 2 * np.mean(np.maximum(levels * d, (levels - 1) * d), axis=1)
 
 
-def row_scale(table: pd.DataFrame, kind: str, horizon: int) -> np.ndarray:
+def fitted_scale(table: pd.DataFrame, horizon: int, coef) -> np.ndarray:
+    """The ``fitted`` scale: exp(coef[0] + sum coef[i] log(basis_i sqrt(horizon)))."""
+    coef = tuple(coef) or (0.0,) * (1 + len(FITTED_BASIS))
+    log_s = np.full(len(table), coef[0])
+    for b, name in zip(coef[1:], FITTED_BASIS):
+        v = table[name].to_numpy(np.float64) * np.sqrt(horizon)
+        log_s = log_s + b * np.log(np.maximum(v, TINY_VOL))  # NaN stays NaN: the floor
+    return np.exp(log_s)
+
+
+def row_scale(table: pd.DataFrame, kind: str, horizon: int, coef=()) -> np.ndarray:
     """The raw scale of each forecast row for scale ``kind`` (see the module docstring)."""
+    need = {"ret_std": ("ret_std",), "blend": ("pred_vol", "hist_vol"), "fitted": FITTED_BASIS}
+    missing = [c for c in need.get(kind, (kind,)) if c not in table.columns and kind in SCALES]
+    if missing:
+        raise CalibrationError(
+            f"calibration scale {kind!r} reads the forecast table's column {missing[0]!r}, "
+            "which this table lacks"
+        )
     root = np.sqrt(horizon)
     if kind == "ret_std":
         return table["ret_std"].to_numpy(np.float64)
-    if kind == "pred_vol":
-        return table["pred_vol"].to_numpy(np.float64) * root
-    if kind == "hist_vol":
-        return table["hist_vol"].to_numpy(np.float64) * root
+    if kind in ("pred_vol", "hist_vol", "ewma_vol"):
+        return table[kind].to_numpy(np.float64) * root
     if kind == "blend":
         pv = table["pred_vol"].to_numpy(np.float64)
         hv = table["hist_vol"].to_numpy(np.float64)
         return np.sqrt(pv * hv) * root
+    if kind == "fitted":
+        return fitted_scale(table, horizon, coef)
     raise SettingsError(f"calibration scale must be one of {SCALES}, got {kind!r}")
+
+
+def fit_scale_model(table: pd.DataFrame, residual: np.ndarray, horizon: int) -> tuple:
+    """The ``fitted`` scale's coefficients: least squares of log|residual| on the logs of
+    the FITTED_BASIS scales, elasticities >= 0 (non-negative least squares on centred
+    columns, then the intercept). Rows with a missing basis value are left out of the fit."""
+    from scipy.optimize import nnls
+
+    x = np.column_stack(
+        [np.log(np.maximum(row_scale(table, b, horizon), TINY_VOL)) for b in FITTED_BASIS]
+    )
+    e = np.abs(residual)
+    ok = np.isfinite(x).all(1) & np.isfinite(e)
+    x, e = x[ok], e[ok]
+    target = np.log(np.maximum(e, 1e-3 * np.median(e) + 1e-12))  # exact zeros: not -inf
+    mean_x, mean_t = x.mean(0), target.mean()
+    b = nnls(x - mean_x, target - mean_t)[0] if len(e) > x.shape[1] else np.zeros(x.shape[1])
+    return (float(mean_t - b @ mean_x), *map(float, b))
 
 
 @dataclass(frozen=True)
@@ -107,13 +158,14 @@ class Calibrator:
     settings: dict = field(default_factory=dict)  # the sampling settings it was fitted under
     scores: dict = field(default_factory=dict)  # held-out CRPS per scale considered
     drift: str = "zero"
+    coef: tuple = ()  # the fitted scale's (b0, b1, b2, b3); empty for the other scales
 
     # -- the calibrated distribution of each row ---------------------------------------------
     def centre(self, table: pd.DataFrame) -> np.ndarray:
         return self.intercept + self.slope * table["ret_mean"].to_numpy(np.float64)
 
     def spread(self, table: pd.DataFrame) -> np.ndarray:
-        s = row_scale(table, self.scale, self.horizon)
+        s = row_scale(table, self.scale, self.horizon, self.coef)
         return np.maximum(np.nan_to_num(s, nan=self.floor), self.floor)
 
     def _knots(self) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +232,14 @@ class Calibrator:
 
     # -- plain data --------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, **asdict(self), "z": list(self.z)}
+        d = asdict(self)
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            **d,
+            "z": list(self.z),
+            "coef": list(self.coef),
+        }
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "calibrator") -> Calibrator:
@@ -192,14 +251,22 @@ class Calibrator:
             )
         fields = {k: v for k, v in d.items() if k not in ("format", "version")}
         try:
-            cal = cls(**{**fields, "z": tuple(float(v) for v in fields["z"])})
-        except (TypeError, KeyError) as exc:
+            coef = tuple(float(v) for v in fields.get("coef", ()))
+            cal = cls(**{**fields, "z": tuple(float(v) for v in fields["z"]), "coef": coef})
+        except (TypeError, KeyError, ValueError) as exc:
             raise CalibrationError(f"{source} is malformed: {exc}") from None
         z = np.asarray(cal.z)
         if len(z) != len(LEVELS) or not np.isfinite(z).all() or np.any(np.diff(z) < 0):
             raise CalibrationError(f"{source}: z must be {len(LEVELS)} finite, sorted quantiles")
         if cal.scale not in SCALES or not (np.isfinite(cal.floor) and cal.floor > 0):
             raise CalibrationError(f"{source}: scale {cal.scale!r} / floor {cal.floor} invalid")
+        c = np.asarray(cal.coef)
+        want = 1 + len(FITTED_BASIS) if cal.scale == "fitted" else 0
+        if len(c) != want or not np.isfinite(c).all() or np.any(c[1:] < 0):
+            raise CalibrationError(
+                f"{source}: scale {cal.scale!r} needs {want} finite coefficients (elasticities "
+                f">= 0), got {list(cal.coef)}"
+            )
         return cal
 
     def save(self, path) -> Path:
@@ -238,7 +305,7 @@ def check_choices(scales, drift: str, horizon: int) -> None:
         raise SettingsError(
             f"calibration scales must be a non-empty sequence of {SCALES}, got {scales!r}"
         )
-    empty = pd.DataFrame(columns=["ret_std", "pred_vol", "hist_vol"])
+    empty = pd.DataFrame(columns=["ret_std", *FITTED_BASIS])
     for s in scales:
         row_scale(empty, s, horizon)  # names an unknown scale
     if drift not in DRIFTS:
@@ -251,7 +318,11 @@ def _fit_one(table: pd.DataFrame, y: np.ndarray, horizon: int, scale: str, drift
     vx = x.var()
     slope = float(np.clip(np.cov(x, y, bias=True)[0, 1] / vx, 0.0, 1.0)) if vx > 0 else 0.0
     intercept = float((y.mean() if drift == "fitted" else 0.0) - slope * x.mean())
-    raw = row_scale(table, scale, horizon)
+    residual = y - intercept - slope * x
+    if drift == "zero":
+        residual = residual - np.median(residual)
+    coef = fit_scale_model(table, residual, horizon) if scale == "fitted" else ()
+    raw = row_scale(table, scale, horizon, coef)
     positive = raw[np.isfinite(raw) & (raw > 0)]
     floor = float(np.quantile(positive, 0.01)) if len(positive) else 1e-6
     floor = max(floor, 1e-8)
@@ -268,6 +339,7 @@ def _fit_one(table: pd.DataFrame, y: np.ndarray, horizon: int, scale: str, drift
         "z_min": float(z.min()),
         "z_max": float(z.max()),
         "drift": drift,
+        "coef": coef,
     }
 
 
@@ -277,7 +349,7 @@ def fit(
     horizon: int,
     settings: dict,
     realised_end,
-    scales=SCALES,
+    scales=DEFAULT_SCALES,
     drift: str = "zero",
 ) -> Calibrator:
     """Fit on forecast rows ``table`` (raw statistics) and their realised horizon returns.

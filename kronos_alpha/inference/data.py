@@ -270,10 +270,29 @@ def window_index(windows: list[Window]) -> pd.MultiIndex:
     )
 
 
-def context_vol(w: Window, lookback: int) -> float:
-    """Std of the close-to-close returns of the window's last ``lookback`` bars (per bar)."""
+EWMA_DECAY = 0.94  # RiskMetrics' daily decay
+
+
+def context_returns(w: Window, lookback: int) -> np.ndarray:
+    """The close-to-close returns of the window's last ``lookback`` bars (per bar)."""
     c = w.series.close[max(0, w.end + 1 - lookback) : w.end + 1]
-    return float(np.std(c[1:] / c[:-1] - 1)) if len(c) > 1 else float("nan")
+    return c[1:] / c[:-1] - 1
+
+
+def context_vol(r: np.ndarray) -> float:
+    """Std of the context's bar returns."""
+    return float(np.std(r)) if len(r) else float("nan")
+
+
+def context_ewma_vol(r: np.ndarray, decay: float = EWMA_DECAY) -> float:
+    """RiskMetrics' zero-mean EWMA volatility of the context's bar returns: the root of
+    sum w_i r_i^2 / sum w_i with w_i = decay^(age of r_i), so recent bars weigh most and a
+    calm spell after a storm shows at once (the plain std keeps the storm for the whole
+    window). The weights are normalised over the window, so no start value is assumed."""
+    if not len(r):
+        return float("nan")
+    w = decay ** np.arange(len(r))[::-1]
+    return float(np.sqrt(w @ (r * r) / w.sum()))
 
 
 def summarise(
@@ -282,7 +301,8 @@ def summarise(
     """(the forecast table, the sampled horizon returns) from every window's sampled paths
     (samples, horizon, 6) under settings ``s``: both computed here, once."""
     cols = ["pred_return", "ret_mean", "ret_median", *s.quantile_columns]
-    cols += ["ret_std", "prob_up", "pred_vol", "path_mean", "path_min", "path_max", "hist_vol"]
+    cols += ["ret_std", "prob_up", "pred_vol", "path_mean", "path_min", "path_max"]
+    cols += ["hist_vol", "ewma_vol"]
     if s.return_paths:
         cols += [f"close_h{h + 1}" for h in range(s.horizon)]
     index = window_index(windows)
@@ -310,7 +330,9 @@ def summarise(
     data["path_mean"] = path_ret.mean((1, 2))
     data["path_min"] = path_ret.min(2).mean(1)
     data["path_max"] = path_ret.max(2).mean(1)
-    data["hist_vol"] = [context_vol(w, lookback or s.lookback) for w in windows]
+    context = [context_returns(w, lookback or s.lookback) for w in windows]
+    data["hist_vol"] = [context_vol(r) for r in context]
+    data["ewma_vol"] = [context_ewma_vol(r) for r in context]
     if s.return_paths:
         for h, v in enumerate(close.mean(1).T):
             data[f"close_h{h + 1}"] = v

@@ -42,7 +42,7 @@ from ..model import zoo
 from . import distributed
 from .cache import weights_digest
 from .calendar import future_times, warn_once
-from .calibration import SCALES, Calibrator
+from .calibration import DEFAULT_SCALES, Calibrator
 from .data import (
     Series,
     check_dates,
@@ -284,7 +284,8 @@ class Forecaster:
         close-to-close returns, pooled over steps and samples; per bar, not annualised),
         path_mean / path_min / path_max (the mean over samples of each path's mean, lowest
         and highest close over close[t] - 1), hist_vol (std of the context window's bar
-        returns), and with return_paths the mean predicted closes close_h1..close_hH.
+        returns), ewma_vol (their RiskMetrics EWMA volatility, decay 0.94), and with
+        return_paths the mean predicted closes close_h1..close_hH.
         After :meth:`calibrate` (or ``set_calibrator``), ret_qNN, ret_median, ret_std and
         prob_up are the calibrated distribution's, the sample statistics stay as raw_ret_qNN,
         raw_ret_median, raw_ret_std and raw_prob_up, and ``self.calibrated_returns_`` holds
@@ -380,16 +381,23 @@ class Forecaster:
 
     # -- calibration -------------------------------------------------------------------------
     def calibrate(
-        self, panel, dates, tune: bool = False, grid=None, scales=SCALES, drift: str = "zero"
+        self,
+        panel,
+        dates,
+        tune: bool = False,
+        grid=None,
+        scales=DEFAULT_SCALES,
+        drift: str = "zero",
     ) -> Forecaster:
         """Fit the forecast distribution's calibration on past decision ``dates``: each is
         forecast and compared with its realised close[t + horizon] / close[t] - 1 (see
         ``kronos_alpha.inference.calibration`` for the method and why). The panel is cut at
         the latest date's outcome bar; a date whose outcome is not in the panel is refused.
         ``tune``: also choose (T, top_p) from ``grid`` (default ``TUNE_GRID``) by held-out
-        CRPS, and keep the best in ``self.settings``. ``scales``: the candidate scales;
-        ``drift``: "zero" or "fitted" (the calibration span's mean return kept). Returns self; the fit is
-        ``self.calibrator_`` and what it measured ``self.calibration_report_``."""
+        CRPS, and keep the best in ``self.settings``. ``scales``: the candidate scales
+        (default: the fitted log-linear scale alone); ``drift``: "zero" or "fitted" (the
+        calibration span's mean return kept). Returns self; the fit is ``self.calibrator_``
+        and what it measured ``self.calibration_report_``."""
         from .realised import fit_calibration
 
         self.calibrator_, self.calibration_report_, settings = fit_calibration(

@@ -123,6 +123,7 @@ def fit_calibration(fc, panel, dates, tune: bool, grid, scales, drift: str = "ze
         "skipped": report.get("skipped", {}),
         "scale": cal.scale,
         "slope": cal.slope,
+        "coef": list(cal.coef),  # the fitted scale's (b0, elasticities); empty otherwise
         "drift": cal.drift,
         "heldout_crps_by_scale": cal.scores,
         "T": settings.T,

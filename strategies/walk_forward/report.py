@@ -311,6 +311,14 @@ def calibration_lines(prob, rel, pit, cfg: dict, results: list[dict]) -> list[st
     cals = [r["fits"]["kronos_calibrated"] for r in results if "kronos_calibrated" in r["fits"]]
     cals = [x for x in cals if "calibrator" in x]
     scales = pd.Series([x["scale"] for x in cals]).value_counts().to_dict() if cals else {}
+    coef = [x["calibrator"].get("coef") for x in cals if x["scale"] == "fitted"]
+    fitted = (
+        " The fitted scale's mean elasticities (pred_vol, hist_vol, ewma_vol): "
+        + ", ".join(f"{v:.2f}" for v in np.mean(coef, axis=0)[1:])
+        + "."
+        if coef
+        else ""
+    )
     lines = [
         "## Calibration of the h-bar return distribution",
         "",
@@ -318,7 +326,7 @@ def calibration_lines(prob, rel, pit, cfg: dict, results: list[dict]) -> list[st
         f"dates of the last {c['days']} bars whose outcomes close[t+{cfg['windows']['horizon']}] "
         "are realised before its test starts (rolling, purge = horizon), tune "
         f"{c['tune']}; scales chosen: {scales}. Their signal is pred_return, unchanged by "
-        "calibration (same IC and book as the raw model).",
+        f"calibration (same IC and book as the raw model).{fitted}",
         "Members scored: raw = the sampled returns (intervals: their empirical quantiles), "
         "calibrated = 99 calibrated quantiles; hist_vol_gaussian = N(0, (sigma_60 sqrt(h))^2), "
         "whose prob_up is 0.5. Brier of prob_up against 1{R > 0}; base rates: the test period's "
