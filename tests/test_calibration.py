@@ -129,6 +129,8 @@ def test_fitted_scale_learns_which_volatility_tracks_the_outcome():
         Calibrator.from_dict({**hv.to_dict(), "coef": [0.0, 1.0, 0.0, 0.0]})
     with pytest.raises(CalibrationError, match="column 'ewma_vol'"):
         cal.spread(test.drop(columns="ewma_vol"))
+    with pytest.raises(CalibrationError, match="finite pred_vol, hist_vol, ewma_vol, got 0"):
+        fit(table.assign(pred_vol=np.nan), y, 5, {}, "2030-01-01")
 
 
 def test_fit_refuses_too_few_pairs_and_unknown_scales():

@@ -133,9 +133,14 @@ def fit_scale_model(table: pd.DataFrame, residual: np.ndarray, horizon: int) -> 
     e = np.abs(residual)
     ok = np.isfinite(x).all(1) & np.isfinite(e)
     x, e = x[ok], e[ok]
+    if len(e) < MIN_PAIRS:
+        raise CalibrationError(
+            f"the fitted scale needs at least {MIN_PAIRS} rows with finite "
+            f"{', '.join(FITTED_BASIS)}, got {len(e)}; pass other scales"
+        )
     target = np.log(np.maximum(e, 1e-3 * np.median(e) + 1e-12))  # exact zeros: not -inf
     mean_x, mean_t = x.mean(0), target.mean()
-    b = nnls(x - mean_x, target - mean_t)[0] if len(e) > x.shape[1] else np.zeros(x.shape[1])
+    b = nnls(x - mean_x, target - mean_t)[0]
     return (float(mean_t - b @ mean_x), *map(float, b))
 
 
@@ -319,15 +324,14 @@ def _fit_one(table: pd.DataFrame, y: np.ndarray, horizon: int, scale: str, drift
     slope = float(np.clip(np.cov(x, y, bias=True)[0, 1] / vx, 0.0, 1.0)) if vx > 0 else 0.0
     intercept = float((y.mean() if drift == "fitted" else 0.0) - slope * x.mean())
     residual = y - intercept - slope * x
-    if drift == "zero":
-        residual = residual - np.median(residual)
-    coef = fit_scale_model(table, residual, horizon) if scale == "fitted" else ()
+    centred = residual - np.median(residual) if drift == "zero" else residual
+    coef = fit_scale_model(table, centred, horizon) if scale == "fitted" else ()
     raw = row_scale(table, scale, horizon, coef)
     positive = raw[np.isfinite(raw) & (raw > 0)]
     floor = float(np.quantile(positive, 0.01)) if len(positive) else 1e-6
     floor = max(floor, 1e-8)
     s = np.maximum(np.nan_to_num(raw, nan=floor), floor)
-    z = (y - intercept - slope * x) / s
+    z = residual / s
     if drift == "zero":
         z = z - np.median(z)
     return {
