@@ -331,3 +331,42 @@ def test_qlib_model_errors_are_ours_or_every_score_is_finite_and_accounted_for(t
     assert np.isfinite(score.to_numpy()).all()
     assert r["computed"] + r["from_cache"] + r["skipped_total"] == r["requested"]
     assert len(score) <= r["computed"] + r["from_cache"]
+
+
+@st.composite
+def forecast_tables(draw):
+    """Forecast rows with hostile volatility columns: zeros (a flat context), NaN, tiny and
+    huge values, and outcomes from calm to wild."""
+    n = draw(st.sampled_from([40, 100, 200, 400]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    index = pd.MultiIndex.from_product(
+        [pd.bdate_range("2020-01-01", periods=n // 10), [f"I{k}" for k in range(10)]],
+        names=["datetime", "instrument"],
+    )
+    cols = {"ret_mean": rng.normal(0, 0.01, n), "ret_std": rng.uniform(0, 0.05, n)}
+    for name in ("pred_vol", "hist_vol", "ewma_vol"):
+        v = rng.uniform(0.001, 0.05, n) * often(draw, 1.0, [0.0, 1e-12, 1e6])
+        v[rng.random(n) < draw(st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.5]))] = np.nan
+        cols[name] = v
+    scale = often(draw, 0.03, [0.0, 1e-9, 10.0])
+    return pd.DataFrame(cols, index=index), scale * rng.standard_t(3, n)
+
+
+@PROFILE
+@given(data=forecast_tables(), test=forecast_tables())
+def test_calibrator_errors_are_ours_or_its_distribution_is_finite_and_ordered(data, test):
+    from kronos_alpha.inference.calibration import CalibrationError, Calibrator, fit
+
+    table, y = data
+    try:
+        cal = fit(table, y, 5, {}, "2030-01-01")
+    except CalibrationError as exc:
+        event(f"refused: {str(exc)[:40]}")
+        return
+    assert Calibrator.from_dict(cal.to_dict()) == cal  # never a NaN or negative elasticity
+    rows = test[0]
+    q = cal.quantiles(rows, [0.05, 0.1, 0.5, 0.9, 0.95])
+    assert np.isfinite(q).all() and (np.diff(q, axis=1) >= 0).all()
+    assert np.all(cal.spread(rows) >= cal.floor)
+    p = 1 - cal.cdf(rows, 0.0)
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
