@@ -36,9 +36,9 @@ a choice among them adds only noise. Given several candidate ``scales``, each is
 the earlier half of the calibration dates and scored (CRPS) on the later half, and the best
 is refitted on all. Measured in a development study on 2013-2015 CSI300 dates (before
 every test span reported in the README; rolling 250-bar calibration, purged by the
-horizon, CRPS against the 60-bar Gaussian): hist_vol +1.1%, ewma_vol -0.56%, fitted -0.72%,
-and the held-out choice among all six -0.18%: between near-equal scales, 25 held-out dates
-choose by noise.
+horizon, CRPS against the 60-bar Gaussian; ``benchmarks/calibration_scales.py``): hist_vol
++1.0%, ewma_vol -0.55%, fitted -0.75%, and the held-out choice among all six -0.16%: between
+near-equal scales, 25 held-out dates choose by noise.
 
 Why not PIT recalibration (a monotone map of each row's sample CDF): with few samples most
 outcomes fall outside the sampled range (PIT 0 or 1), and no map of [0, 1] onto itself can
