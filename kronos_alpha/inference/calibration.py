@@ -63,6 +63,7 @@ from .settings import SettingsError, quantile_column
 SCALES = ("ret_std", "pred_vol", "hist_vol", "ewma_vol", "blend", "fitted")
 DEFAULT_SCALES = ("fitted",)
 FITTED_BASIS = ("pred_vol", "hist_vol", "ewma_vol")  # the fitted scale's regressors
+FITTED_MIN_ROWS = 16  # four coefficients: at least four rows per coefficient
 TINY_VOL = 1e-8  # a zero volatility's log is taken here (a flat context), not at -inf
 DRIFTS = ("zero", "fitted")
 LEVELS = tuple(float(x) for x in np.round(np.linspace(0.005, 0.995, 199), 6))
@@ -133,9 +134,9 @@ def fit_scale_model(table: pd.DataFrame, residual: np.ndarray, horizon: int) -> 
     e = np.abs(residual)
     ok = np.isfinite(x).all(1) & np.isfinite(e)
     x, e = x[ok], e[ok]
-    if len(e) < MIN_PAIRS:
+    if len(e) < FITTED_MIN_ROWS:
         raise CalibrationError(
-            f"the fitted scale needs at least {MIN_PAIRS} rows with finite "
+            f"the fitted scale needs at least {FITTED_MIN_ROWS} rows with finite "
             f"{', '.join(FITTED_BASIS)}, got {len(e)}; pass other scales"
         )
     target = np.log(np.maximum(e, 1e-3 * np.median(e) + 1e-12))  # exact zeros: not -inf
