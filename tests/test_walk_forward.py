@@ -8,6 +8,7 @@ so the jump can be planted in Qlib's own files); skipped when the data or fixtur
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -217,6 +218,11 @@ def test_report_has_every_model_and_metric(runs):
     # the calibration section: coverage 50/80/90, CRPS skill, Brier against both base rates
     cal = s["calibration"]
     assert "## Calibration of the h-bar return distribution" in text
+    # every window's calibrator used the default fitted scale, whose elasticities it prints
+    assert re.search(r"scales chosen: \{'fitted': \d+\}", text)
+    assert re.search(
+        r"mean elasticities \(pred_vol, hist_vol, ewma_vol\): [\d.]+, [\d.]+, [\d.]+", text
+    )
     assert cal.loc[kron, ["coverage50", "coverage80", "coverage90"]].stack().between(0, 1).all()
     assert (cal.loc[kron, "coverage50"] <= cal.loc[kron, "coverage90"]).all()
     assert cal.loc["hist_vol_gaussian", "Brier"] == pytest.approx(0.25)
