@@ -129,8 +129,16 @@ def test_fitted_scale_learns_which_volatility_tracks_the_outcome():
         Calibrator.from_dict({**hv.to_dict(), "coef": [0.0, 1.0, 0.0, 0.0]})
     with pytest.raises(CalibrationError, match="column 'ewma_vol'"):
         cal.spread(test.drop(columns="ewma_vol"))
-    with pytest.raises(CalibrationError, match="finite pred_vol, hist_vol, ewma_vol, got 0"):
+    with pytest.raises(CalibrationError, match="positive pred_vol, hist_vol, ewma_vol, got 0"):
         fit(table.assign(pred_vol=np.nan), y, 5, {}, "2030-01-01")
+    # flat contexts (suspended, forward-filled: zero volatility, zero return) do not lever
+    # the fit: a tenth of the rows planted flat leaves the elasticities where they were
+    flat_rows = np.arange(len(y)) % 10 == 0
+    planted = table.copy()
+    planted.loc[flat_rows, ["hist_vol", "ewma_vol"]] = 0.0
+    y_flat = np.where(flat_rows, 0.0, y)
+    again = fit(planted, y_flat, 5, {}, "2030-01-01")
+    assert again.coef[1:] == pytest.approx(cal.coef[1:], abs=0.03)  # left in: off by 0.08
 
 
 def test_fit_refuses_too_few_pairs_and_unknown_scales():

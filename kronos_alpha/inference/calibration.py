@@ -125,18 +125,18 @@ def row_scale(table: pd.DataFrame, kind: str, horizon: int, coef=()) -> np.ndarr
 def fit_scale_model(table: pd.DataFrame, residual: np.ndarray, horizon: int) -> tuple:
     """The ``fitted`` scale's coefficients: least squares of log|residual| on the logs of
     the FITTED_BASIS scales, elasticities >= 0 (non-negative least squares on centred
-    columns, then the intercept). Rows with a missing basis value are left out of the fit."""
+    columns, then the intercept). Rows with a missing or zero basis value are left out of
+    the fit (they get the floor when applied)."""
     from scipy.optimize import nnls
 
-    x = np.column_stack(
-        [np.log(np.maximum(row_scale(table, b, horizon), TINY_VOL)) for b in FITTED_BASIS]
-    )
+    v = np.column_stack([row_scale(table, b, horizon) for b in FITTED_BASIS])
     e = np.abs(residual)
-    ok = np.isfinite(x).all(1) & np.isfinite(e)
-    x, e = x[ok], e[ok]
+    # a zero volatility (a flat context) would be a log(TINY_VOL) lever on the fit: left out
+    ok = (np.isfinite(v) & (v > TINY_VOL)).all(1) & np.isfinite(e)
+    x, e = np.log(v[ok]), e[ok]
     if len(e) < FITTED_MIN_ROWS:
         raise CalibrationError(
-            f"the fitted scale needs at least {FITTED_MIN_ROWS} rows with finite "
+            f"the fitted scale needs at least {FITTED_MIN_ROWS} rows with finite, positive "
             f"{', '.join(FITTED_BASIS)}, got {len(e)}; pass other scales"
         )
     target = np.log(np.maximum(e, 1e-3 * np.median(e) + 1e-12))  # exact zeros: not -inf
