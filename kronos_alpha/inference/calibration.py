@@ -91,7 +91,6 @@ def crps_quantiles(q: np.ndarray, y: np.ndarray, levels: np.ndarray) -> np.ndarr
 
 def fitted_scale(table: pd.DataFrame, horizon: int, coef) -> np.ndarray:
     """The ``fitted`` scale: exp(coef[0] + sum coef[i] log(basis_i sqrt(horizon)))."""
-    coef = tuple(coef) or (0.0,) * (1 + len(FITTED_BASIS))
     log_s = np.full(len(table), coef[0])
     for b, name in zip(coef[1:], FITTED_BASIS):
         v = table[name].to_numpy(np.float64) * np.sqrt(horizon)
@@ -101,8 +100,9 @@ def fitted_scale(table: pd.DataFrame, horizon: int, coef) -> np.ndarray:
 
 def row_scale(table: pd.DataFrame, kind: str, horizon: int, coef=()) -> np.ndarray:
     """The raw scale of each forecast row for scale ``kind`` (see the module docstring)."""
+    check_scale(kind)
     need = {"ret_std": ("ret_std",), "blend": ("pred_vol", "hist_vol"), "fitted": FITTED_BASIS}
-    missing = [c for c in need.get(kind, (kind,)) if c not in table.columns and kind in SCALES]
+    missing = [c for c in need.get(kind, (kind,)) if c not in table.columns]
     if missing:
         raise CalibrationError(
             f"calibration scale {kind!r} reads the forecast table's column {missing[0]!r}, "
@@ -117,9 +117,13 @@ def row_scale(table: pd.DataFrame, kind: str, horizon: int, coef=()) -> np.ndarr
         pv = table["pred_vol"].to_numpy(np.float64)
         hv = table["hist_vol"].to_numpy(np.float64)
         return np.sqrt(pv * hv) * root
-    if kind == "fitted":
-        return fitted_scale(table, horizon, coef)
-    raise SettingsError(f"calibration scale must be one of {SCALES}, got {kind!r}")
+    return fitted_scale(table, horizon, coef)
+
+
+def check_scale(kind) -> None:
+    """Refuse an unknown calibration scale, naming it."""
+    if kind not in SCALES:
+        raise SettingsError(f"calibration scale must be one of {SCALES}, got {kind!r}")
 
 
 def fit_scale_model(table: pd.DataFrame, residual: np.ndarray, horizon: int) -> tuple:
@@ -305,15 +309,14 @@ class Calibrator:
         )
 
 
-def check_choices(scales, drift: str, horizon: int) -> None:
+def check_choices(scales, drift: str) -> None:
     """Refuse an unknown scale or drift, naming it."""
     if isinstance(scales, str) or not len(scales):
         raise SettingsError(
             f"calibration scales must be a non-empty sequence of {SCALES}, got {scales!r}"
         )
-    empty = pd.DataFrame(columns=["ret_std", *FITTED_BASIS])
     for s in scales:
-        row_scale(empty, s, horizon)  # names an unknown scale
+        check_scale(s)
     if drift not in DRIFTS:
         raise SettingsError(f"calibration drift must be one of {DRIFTS}, got {drift!r}")
 
@@ -369,7 +372,7 @@ def fit(
         raise CalibrationError(
             f"calibration needs at least {MIN_PAIRS} forecasts with realised returns, got {len(y)}"
         )
-    check_choices(scales, drift, horizon)
+    check_choices(scales, drift)
     times = table.index.get_level_values("datetime")
     scores = {}
     dates = times.unique().sort_values()

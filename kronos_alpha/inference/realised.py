@@ -87,7 +87,7 @@ def fit_calibration(fc, panel, dates, tune: bool, grid, scales, drift: str = "ze
     import warnings
 
     s = fc.settings
-    check_choices(scales, drift, s.horizon)  # before any forecast: they are cheap to check
+    check_choices(scales, drift)  # before any forecast: they are cheap to check
     grid = [(s.T, s.top_p)] if not tune else list(grid or TUNE_GRID)
     for T, top_p in grid:
         s.replace(T=T, top_p=top_p)  # a SettingsError naming T or top_p
