@@ -59,13 +59,16 @@ def decode_paths(tokenizer, s1: torch.Tensor, s2: torch.Tensor, prefix: int, pat
     suffix_mask = torch.ones(w - prefix, w, dtype=torch.bool, device=s1.device).tril(prefix)
     pad = (0, 0, 0, w - prefix)  # the prefix's keys, zero where the suffix's will be
     layers = list(tokenizer.decoder)
+    kv = None  # every path's keys and values: its series' prefix, then its own rows
     for i, block in enumerate(layers):
         last = i + 1 == len(layers)  # the prefix only lends its keys and values
         cos, sin = block.self_attn.rotary.tables(w, zs.dtype)
         qp, kp, vp = _attention_inputs(block, zp, cos[:prefix], sin[:prefix], not last)
         qs, ks, vs = _attention_inputs(block, zs, cos[prefix:], sin[prefix:])
-        # Every path's keys and values: its series' prefix, then its own rows.
-        kv = ks.new_empty(2, ks.shape[0], ks.shape[1], w, ks.shape[3])
+        if kv is None:  # one buffer, rewritten by every layer: a fresh one per layer (33
+            # MB for 160 paths of 100 rows) came from the OS each time, and faulting its
+            # pages in made filling it take 4x longer than the copy itself
+            kv = ks.new_empty(2, ks.shape[0], ks.shape[1], w, ks.shape[3])
         shared = kv[:, :, :, :prefix].unflatten(1, (-1, paths))  # (2, B, paths, ...)
         shared[0], shared[1] = kp.unsqueeze(1), vp.unsqueeze(1)
         kv[0, :, :, prefix:], kv[1, :, :, prefix:] = ks, vs
