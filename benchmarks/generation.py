@@ -45,6 +45,9 @@ Again 2026-12-01 after the window pass (``TokenStep.window``), one ``--int8`` ru
 API (engine) / limit / achieved: (a) 10.91x (10.37x) / 15.1x / 0.72, (b) 20.81x (22.73x) /
 34.1x / 0.61, (c) 32.79x (36.23x) / 45.1x / 0.73; int8 API 16.3x / 29.9x / 44.4x, reaching
 0.59 / 0.35 / 0.71 of the int8 floor.
+Again after ``decode_paths`` reuses one key/value buffer, one ``--int8`` run, 1 thread: (a)
+10.85x (10.71x) / 16.0x / 0.68, (b) 21.86x (22.84x) / 41.6x / 0.53, (c) 33.09x (38.29x) /
+47.2x / 0.70; int8 API 16.75x / 39.85x / 45.45x.
 The one-token steps are bound by memory, the reference by arithmetic, so a second thread
 helps the reference more. 1 thread is the default because on this shared box its figures
 repeat; with 2, one busy core stalls every operation (a 2-thread reference run of (a) took
