@@ -119,7 +119,7 @@ def bar_steps(times: pd.DatetimeIndex, decisions: pd.DatetimeIndex):
 
 
 def _is_weekend(times: pd.DatetimeIndex) -> np.ndarray:
-    return np.asarray(times.dayofweek >= 5)
+    return np.asarray(times.day_of_week >= 5)
 
 
 def _weekend_seen(times: pd.DatetimeIndex, decisions: pd.DatetimeIndex) -> np.ndarray:
