@@ -52,7 +52,7 @@ holds only its past, gets the same forecasts as a backtest over the whole histor
 Warm-up and gaps. The indicator's minimum period is ``lookback`` (clipped to the model's
 context): the first ``lookback - 1`` bars are NaN. A bar the forecaster skips (a suspended bar
 with volume 0, see ``kronos_alpha.inference.forecaster``) is NaN too. Bars are checked by the
-input boundary (``kronos_alpha.inference.panel.check_feed_bars``, as vectorbt's columns are): a
+input boundary (``kronos_alpha.inference.feeds.check_feed_bars``, as vectorbt's columns are): a
 NaN price between the feed's first and last priced bar raises ``InputError`` naming the data,
 the price and the bar, unless ``nan_bars="skip"`` hands it to the forecaster's suspended-bar
 policy; all-NaN bars before the first priced bar (not yet listed) or after the last are NaN
@@ -81,8 +81,9 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from kronos_alpha.inference.feeds import check_feed_bars
 from kronos_alpha.inference.forecaster import Forecaster
-from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, check_feed_bars
+from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError
 from kronos_alpha.inference.settings import ForecastSettings
 
 from .common import (

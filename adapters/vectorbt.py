@@ -44,7 +44,7 @@ parameter (or ``settings``) with another raises ``CalibrationError`` before any 
 
 Warm-up and gaps: the first ``lookback - 1`` bars of each column are NaN, and so are bars the
 forecaster skips (suspended: volume 0). Each column is checked by the input boundary
-(``kronos_alpha.inference.panel.check_feed_bars``, as backtrader's datas are): all-NaN bars
+(``kronos_alpha.inference.feeds.check_feed_bars``, as backtrader's datas are): all-NaN bars
 before an instrument's first priced bar or after its last (not yet listed / delisted in a wide
 panel) are NaN outputs; a NaN price between those raises ``InputError`` naming the column, the
 price and the bar, unless ``nan_bars="skip"`` hands it to the forecaster's suspended-bar policy.
@@ -63,13 +63,8 @@ import vectorbt as vbt
 from kronos_alpha.strategies import topk_weights
 from kronos_alpha.strategies.signal import to_wide
 
-from kronos_alpha.inference.panel import (
-    PRICE_COLS,
-    VOLUME_COL,
-    InputError,
-    check_feed_bars,
-    instrument_name,
-)
+from kronos_alpha.inference.feeds import check_feed_bars
+from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, instrument_name
 from kronos_alpha.inference.settings import ForecastSettings
 
 from .common import (

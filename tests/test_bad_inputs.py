@@ -158,12 +158,50 @@ def test_prices_in_any_unit_give_the_same_returns(fc):
             "beyond float32's range",
         ),
         (lambda d: d.assign(volume=d.volume.where(d.index != d.index[5], -3.0)), "negative volume"),
+        # float32 flushes these to zero: the forecast rows were NaN
+        (lambda d: d * 1e-300, "price below float32's smallest normal number .* 'open'"),
+        (lambda d: d * 1e-40, "price below float32's smallest normal"),
+        # the derived amount (volume x mean price) overflows: named as derived
+        (lambda d: d * 1e20, r"'amount \(volume x mean price: the frame has no amount column\)'"),
+        # text, and types that convert to numbers meaning nothing as prices or volumes
+        (
+            lambda d: d.astype({"close": object}).assign(close=["n/a"] + list(d.close.iloc[1:])),
+            r"column 'close' is not numeric at row Timestamp\('2021-01-04.*'n/a'; 1 such",
+        ),
+        (lambda d: d.assign(volume=True), "column 'volume' holds bool values, not numbers"),
+        (  # a flag among numbers in an object column: to_numeric alone would read 1.0
+            lambda d: d.astype({"high": object}).assign(high=[True] + list(d.high.iloc[1:])),
+            r"column 'high' is not numeric at row .*\(True; 1 such",
+        ),
+        (lambda d: d.assign(close=d.index), "column 'close' holds datetime64.* not numbers"),
+        (lambda d: d.assign(volume=pd.to_timedelta(d.volume, unit="s")), "'volume' holds timed"),
+        (lambda d: d.assign(close=d.close + 1j), "column 'close' holds complex128 values"),
+        (lambda d: pd.concat([d, d[["close"]] * 2], axis=1), "'close' are both 'close'"),
     ],
 )
 def test_bad_values_are_named(fc, mutate, match):
     df = mutate(bars())
     with pytest.raises(InputError, match=match):
         fc.forecast({"A": df}, dates=df.index[-1:])
+
+
+def test_the_predictor_door_names_bad_columns_too(tiny_pair):
+    """KronosPredictor reads bars through the same boundary: a duplicated column would have
+    given a seven-column matrix, numeric text is read as numbers."""
+    model, tok = tiny_pair
+    p = KronosPredictor(model, tok, device="cpu", max_context=64)
+    df = bars(40)
+    future = pd.Series(pd.bdate_range(df.index[-1], periods=4)[1:])
+    args = (pd.Series(df.index), future, 3)
+    with pytest.raises(InputError, match="df has 2 columns named 'close'"):
+        p.predict(pd.concat([df, df[["close"]]], axis=1), *args, verbose=False)
+    with pytest.raises(InputError, match="df: column 'open' is not numeric at row .*'1,5'"):
+        p.predict(df.astype({"open": object}).assign(open="1,5"), *args, verbose=False)
+    text = df.astype(str)  # numbers as text, as a CSV read without dtypes may give
+    np.testing.assert_array_equal(
+        p.predict(text, *args, T=0, verbose=False).to_numpy(),
+        p.predict(df, *args, T=0, verbose=False).to_numpy(),
+    )
 
 
 def test_a_job_too_big_for_memory_is_refused_with_its_estimate(fc):

@@ -48,7 +48,9 @@ def frames(draw):
     """One instrument's bars, with whatever a hostile user might hand over."""
     n = draw(st.sampled_from([0, 1, 3, 12, 25, 40, 40, 40]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
-    level = often(draw, 100.0, [1.0, 1e-6, 1e6, 1e30])
+    level = often(
+        draw, 100.0, [1.0, 1e-6, 1e6, 1e30, 1e-40, 1e-300]
+    )  # float32 flushes the last two
     c = level * np.exp(np.cumsum(rng.normal(0, 0.02, n)))
     o = c * (1 + rng.normal(0, 0.005, n))
     df = pd.DataFrame(
@@ -64,7 +66,10 @@ def frames(draw):
         if n:
             col = draw(st.sampled_from(list(df.columns)))
             row = draw(st.integers(0, n - 1))
-            df.loc[row, col] = draw(st.sampled_from([np.nan, np.inf, -1.0, 0.0, 1e39, 1e-12]))
+            value = draw(st.sampled_from([np.nan, np.inf, -1.0, 0.0, 1e39, 1e-12, "n/a", True]))
+            if not isinstance(value, float):  # text or a flag: the column becomes object
+                df[col] = df[col].astype(object)
+            df.loc[row, col] = value
     if n:  # suspended bars: volume 0 or NaN
         rows = draw(st.lists(st.integers(0, n - 1), max_size=4))
         df.loc[rows, "volume"] = draw(st.sampled_from([0.0, np.nan]))
@@ -73,7 +78,14 @@ def frames(draw):
         df = df.drop(columns=drop)
     if draw(st.booleans()):
         df.columns = [draw(st.sampled_from(["", "$"])) + c.upper() for c in df.columns]
-    df = df.astype(often(draw, "float64", ["float32", "object"]))
+    df = df.astype(often(draw, "float64", ["float32", "object"]), errors="ignore")
+    kind = often(draw, None, ["bool volume", "date close", "twice"])
+    if kind == "bool volume" and "volume" in df.columns:
+        df["volume"] = df["volume"].notna()
+    elif kind == "date close" and "close" in df.columns:
+        df["close"] = pd.date_range("2020-01-01", periods=n)
+    elif kind == "twice" and len(df.columns):
+        df = pd.concat([df, df.iloc[:, [0]]], axis=1)
     days = pd.bdate_range("2021-01-04", periods=n)
     form = often(draw, "dates", ["dup", "unsorted", "nat", "column", "ymd", "range", "tz"])
     if form == "dup" and n > 2:
@@ -304,6 +316,8 @@ def test_qlib_model_errors_are_ours_or_every_score_is_finite_and_accounted_for(t
             return  # a Qlib handler holds a naive (datetime, instrument) index
         if df.index.hasnans or df.index.has_duplicates or not df.index.is_monotonic_increasing:
             return
+        if df.columns.has_duplicates:
+            return  # a Qlib handler's columns are unique
         body = df.copy()
         body.columns = pd.MultiIndex.from_tuples([("feature", str(c)) for c in body.columns])
         body[("label", "LABEL0")] = 0.0

@@ -351,6 +351,24 @@ def test_every_problem_of_every_file_in_one_pass(tmp_path, capsys):
     assert all(e in err for e in errors) and not (tmp_path / "out").exists()
 
 
+def test_build_reads_columns_through_the_boundary(tmp_path):
+    """A volume column of True/False (read_csv makes it bool) and a price float32 would
+    flush towards zero are refused by name, as the forecasting doors refuse them."""
+    d = tmp_path / "csv"
+    d.mkdir()
+    make_bars(4, 1).assign(volume=True).to_csv(d / "FLAG.csv", index=False)
+    tiny = make_bars(4, 2)
+    tiny.loc[1, "low"] = 1e-40
+    tiny.to_csv(d / "TINY.csv", index=False)
+    with pytest.raises(BuildError) as info:
+        build(d, tmp_path / "out")
+    assert info.value.report.errors == [
+        f"{d / 'FLAG.csv'}: column 'volume' holds bool values, not numbers",
+        f"{d / 'TINY.csv'}: a price below float32's normal range in column 'low' on 2021-01-05 "
+        "(at line 3; 1 such row(s))",
+    ]
+
+
 def test_inconsistent_ohlc_is_written_counted_and_checked_the_same(tmp_path):
     d = tmp_path / "csv"
     d.mkdir()

@@ -40,9 +40,11 @@ import pandas as pd
 from kronos_alpha.files import atomic_write
 from kronos_alpha.inference.panel import (
     FLOAT32_MAX,
+    FLOAT32_TINY,
     PRICE_COLS,
     InputError,
     missing_prices,
+    numeric_values,
     ohlc_inconsistent,
 )
 
@@ -187,16 +189,17 @@ def validate_bars(
     cols = [c for c in PRICE_COLS + OPTIONAL if c in df.columns]
     num = {}
     for c in cols:
-        raw = df[c]
-        conv = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
-        text = (conv.isna() & raw.notna()).to_numpy(dtype=bool)
+        try:  # the boundary's reading of a column: text, bool, datetime, ... named
+            num[c], text = numeric_values(df[c], c, source)
+        except InputError as exc:
+            errors.append(str(exc))
+            num[c], text = np.full(len(df), np.nan), np.zeros(len(df), bool)
         if text.any():
             pos = int(np.argmax(text))
             errors.append(
-                f"{source}: column {c!r} is not numeric at {at(pos)} ({raw.iloc[pos]!r}; "
+                f"{source}: column {c!r} is not numeric at {at(pos)} ({df[c].iloc[pos]!r}; "
                 f"{int(text.sum())} such value(s))"
             )
-        num[c] = conv.to_numpy(dtype=np.float64, na_value=np.nan)
     out = pd.DataFrame(num, index=idx)
     prices = out[PRICE_COLS].to_numpy()
     empty = np.isnan(prices)
@@ -205,6 +208,11 @@ def validate_bars(
         checks = [
             (partial, None, "some but not all of open/high/low/close are empty"),
             (prices <= 0, PRICE_COLS, "a non-positive price"),
+            (
+                (prices > 0) & (prices < FLOAT32_TINY),
+                PRICE_COLS,
+                "a price below float32's normal range",
+            ),
             (np.isinf(out.to_numpy()), cols, "an infinite value"),
             (np.abs(out.to_numpy()) > FLOAT32_MAX, cols, "a value beyond float32's range"),
         ]

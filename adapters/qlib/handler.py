@@ -3,7 +3,6 @@ unprocessed features through the one input boundary (``kronos_alpha.inference.pa
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from kronos_alpha.strategies.alpha158 import has_field, provider_folder
 from qlib.contrib.data.handler import check_transform_proc
@@ -16,6 +15,7 @@ from kronos_alpha.inference.panel import (
     InputError,
     clean_columns,
     missing_prices,
+    numeric_matrix,
 )
 
 from .checks import missing_field_files
@@ -146,7 +146,9 @@ def raw_bars(handler, end=None) -> pd.DataFrame:
             f"{type(handler).__name__} provides no {missing} column(s); Kronos needs raw open/high/low/close "
             f"(use kronos_alpha.adapters.qlib.KronosHandler). Feature columns: {list(df.columns)[:12]}"
         )
-    bars = bars.astype(np.float64)
+    what = f"{type(handler).__name__} feature columns"
+    values = numeric_matrix(bars, list(bars.columns), what)  # text, bool, dates: named
+    bars = pd.DataFrame(values, index=bars.index, columns=bars.columns)
     if bars.index.names == ["instrument", "datetime"]:
         bars = bars.swaplevel().sort_index()
     return bars

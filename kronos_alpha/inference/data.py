@@ -140,7 +140,7 @@ class Series:
         traded, has_volume = traded_mask(df, f"instrument {name!r}")
         if not has_volume:
             df = df.drop(columns=[c for c in (VOLUME_COL, AMOUNT_COL) if c in df.columns])
-        priced = priced_mask(df)
+        priced = priced_mask(df, f"instrument {name!r}")
         self.raw_index = df.index
         if fill_suspended:
             first_ok = int(np.argmax(priced)) if priced.any() else len(df)

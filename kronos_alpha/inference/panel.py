@@ -2,9 +2,10 @@
 
 Column names (``clean_columns``), the bar index and timestamps (``as_timestamps``,
 ``to_datetime_index``), instrument identity (``instrument_name``), the price and volume
-checks (``ohlcv_matrix``, ``missing_prices``), the suspension policy (``traded_mask``,
-``Series``) and the windows of a forecast (``Window``, ``forecast_windows``) are written once,
-here. The predictor, the Forecaster, the Qlib, backtrader and vectorbt adapters, the
+checks (``numeric_values``, ``ohlcv_matrix``, ``missing_prices``), the suspension policy
+(``traded_mask``, ``Series``) and the windows of a forecast (``Window``, ``forecast_windows``)
+are written once, here (an adapter feed's listed span, ``feeds.check_feed_bars``, builds on
+them). The predictor, the Forecaster, the Qlib, backtrader and vectorbt adapters, the
 fine-tuning datasets, ``qlib-data build`` and the CLI all call them.
 
 Suspension policy. A bar is *traded* when its four prices are finite and, for a series that
@@ -26,6 +27,7 @@ AMOUNT_COL = "amount"
 FEATURE_COLS = PRICE_COLS + [VOLUME_COL, AMOUNT_COL]
 SKIP_REASONS = ("no_bar", "suspended", "short_history")
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32: 1.2e-38
 
 
 class InputError(ValueError):
@@ -44,7 +46,8 @@ def clean_columns(
     """Canonical column names (see ``column_name``); with ``features_only`` keep only the
     model's features. Two columns that collide after cleaning are an error naming both."""
     names = [column_name(c) for c in df.columns]
-    if names == list(df.columns) and (not features_only or all(c in FEATURE_COLS for c in names)):
+    canonical = names == list(df.columns) and len(set(names)) == len(names)
+    if canonical and (not features_only or all(c in FEATURE_COLS for c in names)):
         return df
     seen: dict[str, object] = {}
     for orig, name in zip(df.columns, names):
@@ -129,6 +132,45 @@ def as_timestamps(ts, name: str = "timestamps") -> pd.DatetimeIndex:
 
 
 # -- prices and volume ------------------------------------------------------------------------
+def numeric_values(s, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(a bar column as float64, the rows holding text that is not a number). Booleans,
+    datetimes, timedeltas and complex numbers are an error naming the column: they would
+    convert to numbers that mean nothing as prices or volumes."""
+    if isinstance(s, pd.DataFrame):
+        raise InputError(f"{where} has {s.shape[1]} columns named {column!r}")
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(object)
+    t = pd.api.types
+    if t.is_bool_dtype(s.dtype) or t.is_complex_dtype(s.dtype) or s.dtype.kind in "mM":
+        raise InputError(f"{where}: column {column!r} holds {s.dtype} values, not numbers")
+    if t.is_numeric_dtype(s.dtype):
+        return s.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(s), bool)
+    try:
+        conv = pd.to_numeric(s, errors="coerce")
+    except (TypeError, ValueError) as exc:  # e.g. complex or list entries
+        raise InputError(f"{where}: column {column!r} is not numeric ({exc})") from None
+    text = (conv.isna() & s.notna()).to_numpy(dtype=bool)
+    if s.dtype == object:  # to_numeric reads a True among numbers as 1.0
+        flags = s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        text = text | flags
+    return conv.to_numpy(dtype=np.float64, na_value=np.nan), text
+
+
+def numeric_matrix(df: pd.DataFrame, columns, name: str) -> np.ndarray:
+    """Columns as a float64 matrix; text that is not a number is an error naming the row."""
+    out = []
+    for c in columns:
+        values, text = numeric_values(df[c], c, name)
+        if text.any():
+            pos = int(np.argmax(text))
+            raise InputError(
+                f"{name}: column {c!r} is not numeric at row {df.index[pos]!r} "
+                f"({df[c].iloc[pos]!r}; {int(text.sum())} such value(s))"
+            )
+        out.append(values)
+    return np.column_stack(out) if out else np.zeros((len(df), 0))
+
+
 def ohlcv_matrix(df: pd.DataFrame, name: str = "df") -> np.ndarray:
     """Validate bars and return the six model features as float32, shape (n, 6).
 
@@ -142,47 +184,54 @@ def ohlcv_matrix(df: pd.DataFrame, name: str = "df") -> np.ndarray:
     missing = missing_prices(df.columns)
     if missing:
         raise InputError(f"{name} is missing price column(s) {missing}; it has {list(df.columns)}")
-    prices = df[PRICE_COLS].to_numpy(dtype=np.float64)
+    given = [c for c in FEATURE_COLS if c in df.columns]
+    values = numeric_matrix(df, given, name)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InputError(
+            f"{name} has {int(bad.sum())} NaN/inf value(s); first in column "
+            f"{given[col]!r} at row {df.index[row]!r}"
+        )
+    prices = values[:, :4]
     if VOLUME_COL in df.columns:
-        volume = df[VOLUME_COL].to_numpy(dtype=np.float64)
+        volume = values[:, given.index(VOLUME_COL)]
         if AMOUNT_COL in df.columns:
-            amount = df[AMOUNT_COL].to_numpy(dtype=np.float64)
+            amount = values[:, given.index(AMOUNT_COL)]
         else:
             amount = volume * prices.mean(axis=1)
     else:
         volume = np.zeros(len(df))
         amount = np.zeros(len(df))
     x = np.column_stack([prices, volume, amount])
-    bad = ~np.isfinite(x)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise InputError(
-            f"{name} has {int(bad.sum())} NaN/inf value(s); first in column "
-            f"{FEATURE_COLS[col]!r} at row {df.index[row]!r}"
-        )
-    neg = prices < 0
-    if neg.any():
-        row, col = np.argwhere(neg)[0]
-        raise InputError(
-            f"{name} has a negative price in column {PRICE_COLS[col]!r} at row {df.index[row]!r}"
-        )
-    zero = prices == 0
-    if zero.any():
-        row, col = np.argwhere(zero)[0]
-        raise InputError(
-            f"{name} has a zero price in column {PRICE_COLS[col]!r} at row {df.index[row]!r} "
-            f"({int(zero.any(axis=1).sum())} such bar(s)); returns from a zero close are undefined"
-        )
-    huge = np.abs(x) > FLOAT32_MAX
+    checks = (
+        (prices < 0, "a negative price", ""),
+        (prices == 0, "a zero price", "; returns from a zero close are undefined"),
+        (prices < FLOAT32_TINY, "a price below float32's smallest normal number (1.2e-38)",
+         "; the model computes in float32: quote the prices in a larger unit"),
+    )  # fmt: skip
+    for bad, what, why in checks:
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise InputError(
+                f"{name} has {what} in column {PRICE_COLS[col]!r} at row {df.index[row]!r} "
+                f"({int(bad.any(axis=1).sum())} such bar(s)){why}"
+            )
+    huge = ~(np.abs(x) <= FLOAT32_MAX)  # a derived amount may overflow to inf
     if huge.any():
         row, col = np.argwhere(huge)[0]
+        what = FEATURE_COLS[col]
+        if what == AMOUNT_COL and AMOUNT_COL not in df.columns:
+            what += " (volume x mean price: the frame has no amount column)"
         raise InputError(
             f"{name} has a value beyond float32's range ({x[row, col]:.3g}) in column "
-            f"{FEATURE_COLS[col]!r} at row {df.index[row]!r}; the model computes in float32"
+            f"{what!r} at row {df.index[row]!r}; the model computes in float32"
         )
     if VOLUME_COL in df.columns:
         check_volume(volume, df.index, name)
-    return x.astype(np.float32)
+    # Column-major, like upstream's DataFrame.values: a float32 mean over time sums in the
+    # order of the memory layout, so this layout is what gives upstream's bits.
+    return np.asfortranarray(x, dtype=np.float32)
 
 
 def check_volume(volume: np.ndarray, index, name: str) -> None:
@@ -224,9 +273,9 @@ def warn_inconsistent(mask: np.ndarray, index, name: str, stacklevel: int = 3) -
     return n
 
 
-def priced_mask(df: pd.DataFrame) -> np.ndarray:
+def priced_mask(df: pd.DataFrame, name: str = "bars") -> np.ndarray:
     """Rows whose four prices are all finite."""
-    return np.isfinite(df[PRICE_COLS].to_numpy(dtype=np.float64)).all(axis=1)
+    return np.isfinite(numeric_matrix(df, PRICE_COLS, name)).all(axis=1)
 
 
 def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend"):
@@ -235,10 +284,10 @@ def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend
     ``nan_prices="raise"`` makes a NaN price on a bar with volume an error naming the row
     (fine-tuning never learns from a bar it cannot read), instead of a suspended bar.
     """
-    priced = priced_mask(df)
+    priced = priced_mask(df, name)
     has_volume = False
     if VOLUME_COL in df.columns:
-        vol = pd.to_numeric(df[VOLUME_COL], errors="coerce").to_numpy(dtype=np.float64)
+        vol = numeric_matrix(df, [VOLUME_COL], name)[:, 0]
         check_volume(vol, df.index, name)
         with np.errstate(invalid="ignore"):
             volume_ok = np.isfinite(vol) & (vol > 0)
@@ -247,7 +296,7 @@ def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend
         return priced, False
     if nan_prices == "raise" and (volume_ok & ~priced).any():
         r = int(np.argmax(volume_ok & ~priced))
-        col = PRICE_COLS[int(np.argmin(np.isfinite(df[PRICE_COLS].to_numpy(np.float64)[r])))]
+        col = PRICE_COLS[int(np.argmin(np.isfinite(numeric_matrix(df, PRICE_COLS, name)[r])))]
         raise InputError(
             f"{name} has a NaN/inf price in column {col!r} on a traded bar (volume > 0) "
             f"at row {df.index[r]!r}"
@@ -359,35 +408,3 @@ def split_panel(panel) -> dict[str, pd.DataFrame]:
             stacklevel=3,
         )
     return out
-
-
-# -- adapter feeds: a backtrader data, a vectorbt column ----------------------------------------
-NAN_BAR_POLICIES = ("raise", "skip")
-
-
-def check_feed_bars(df, name: str, nan_bars="raise", what="data", warn=True, stacklevel=2):
-    """The listed span of an adapter's feed: a slice from its first to its last bar with any
-    price (None: no bar has one). Bars outside it are before listing or after delisting (the
-    forecaster skips them; their times stay its calendar). A NaN price inside it is an
-    InputError naming the feed, column and bar (``nan_bars="raise"``) or, with ``"skip"``, a
-    suspended bar. ``warn``: a warning when the span has no volume data (forecast from prices)."""
-    if nan_bars not in NAN_BAR_POLICIES:
-        raise InputError(f"nan_bars must be one of {NAN_BAR_POLICIES}, got {nan_bars!r}")
-    finite = np.isfinite(df[PRICE_COLS].to_numpy(dtype=np.float64))
-    listed = finite.any(axis=1)
-    if not listed.any():
-        return None
-    span = slice(int(np.argmax(listed)), len(df) - int(np.argmax(listed[::-1])))
-    bars, finite = df.iloc[span], finite[span]
-    bad = ~finite.all(axis=1)
-    if bad.any() and nan_bars == "raise":
-        r = int(np.argmax(bad))
-        raise InputError(
-            f"{what} {name!r} has a NaN {PRICE_COLS[int(np.argmin(finite[r]))]!r} price on the bar "
-            f"of {bars.index[r]} ({int(bad.sum())} such bar(s) within its priced span); clean the "
-            "bars, or pass nan_bars='skip' to treat them as suspended bars"
-        )
-    if warn and not traded_mask(bars, f"{what} {name!r}")[1]:
-        msg = f"{what} {name!r} has no volume (all NaN or 0): Kronos forecasts it from prices only"
-        warnings.warn(msg, stacklevel=stacklevel + 1)
-    return span
