@@ -306,6 +306,11 @@ def test_instruments_that_collide_as_names_are_refused(fc):
         fc.forecast(long)
 
 
+def test_empty_dates_are_named_as_empty(fc):
+    with pytest.raises(InputError, match="dates is empty; give decision times, or dates=None"):
+        fc.forecast({"A": bars()}, dates=[])
+
+
 def test_nat_in_the_index_is_named(fc):
     df = bars()
     df.index = df.index.where(np.arange(len(df)) != 7, pd.NaT)

@@ -197,6 +197,8 @@ def check_dates(dates, times: pd.DatetimeIndex, tz) -> pd.DatetimeIndex:
     if isinstance(dates, (str, pd.Timestamp)) or np.isscalar(dates):
         dates = [dates]
     idx = to_datetime_index(list(dates), "dates")
+    if not len(idx):
+        raise InputError("dates is empty; give decision times, or dates=None for every bar")
     if (idx.tz is None) != (tz is None):
         raise InputError(
             f"dates are timezone-{'naive' if idx.tz is None else 'aware'} but the panel's timestamps are "

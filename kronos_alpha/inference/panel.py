@@ -84,6 +84,8 @@ def to_datetime_index(values, what: str) -> pd.DatetimeIndex:
     if isinstance(values, pd.DatetimeIndex):
         return values
     arr = np.asarray(values)
+    if not len(arr):  # no timestamps, not "numbers"
+        return pd.DatetimeIndex([])
     if arr.dtype.kind in "iufb" or (
         arr.dtype == object
         and len(arr)
