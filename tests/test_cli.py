@@ -196,6 +196,23 @@ def forecast_cli(argv, capsys) -> tuple[int, dict | None, str]:
     return code, (json.loads(last) if last.startswith("{") else None), err
 
 
+def test_the_chart_goes_beside_the_table_not_into_the_working_folder(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    root, _, base = tiny_run
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    argv = [a for a in base if a != "--chart"]
+    argv.remove("")  # CAL_ARGS' "--chart ''": here the default chart
+    out = tmp_path / "tables" / "f.csv"
+    out.parent.mkdir()
+    code, report, err = forecast_cli([*argv, "--out", str(out)], capsys)
+    assert code == 0, err
+    assert f"chart: {out.with_suffix('.png')}" in err
+    assert out.with_suffix(".png").stat().st_size > 10_000 and list(cwd.iterdir()) == []
+
+
 def test_forecast_calibrates_on_a_date_range_saves_and_loads_the_calibrator(
     tiny_run, tmp_path, capsys
 ):

@@ -91,7 +91,9 @@ def register(sub) -> None:
     )  # fmt: skip
     p.add_argument("--out", "-o", default="forecast.csv", help="table file, .csv or .parquet")
     p.add_argument(
-        "--chart", default="forecast.png", help="PNG chart of one forecast ('' for none)"
+        "--chart",
+        default=None,
+        help="PNG chart of one forecast (default: beside --out, named like it; '' for none)",
     )
     p.add_argument("--chart-instrument", help="instrument to chart (default: the first)")
     p.add_argument("--context", type=int, default=60, help="bars of context drawn in the chart")
@@ -151,7 +153,7 @@ def settings_from(args) -> ForecastSettings:
     """The one ForecastSettings of a run: the command's defaults with the options given."""
     return DEFAULTS.replace(
         **{k: getattr(args, k) for k in SETTING_ARGS},
-        return_paths=bool(args.chart),
+        return_paths=args.chart != "",  # None: the default chart beside --out
         progress=not args.quiet,
     )
 
@@ -201,6 +203,8 @@ def run(args) -> int:
     from kronos_alpha.inference.forecaster import Forecaster
     from kronos_alpha.inference.panel import split_panel
 
+    if args.chart is None:  # the chart goes where the table goes, not into the cwd
+        args.chart = str(Path(args.out).with_suffix(".png"))
     settings = settings_from(args)  # a bad setting fails before any data is read
     check_calibration_args(args)
     threads, why = choose_threads(args.threads)
