@@ -196,6 +196,25 @@ def forecast_cli(argv, capsys) -> tuple[int, dict | None, str]:
     return code, (json.loads(last) if last.startswith("{") else None), err
 
 
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"", "the file is empty (not even a header)"),
+        (b"date,open,high,low,close\n", "no bars (a header and no rows)"),
+        (b"date,open,high,low,close\n2021-01-04,1,1,1,\xff\n", "not UTF-8 text (byte b'\\xff'"),
+        (
+            b"date,open,high,low,close\n2021-01-04,1,1,1,1\nsoon,1,1,1,1\n",
+            "column 'date' are not timestamps ('soon' at position 1; 1 such value(s))",
+        ),
+    ],
+)
+def test_an_unreadable_input_file_is_named_with_the_reason(tmp_path, capsys, content, problem):
+    f = tmp_path / "bars.csv"
+    f.write_bytes(content)
+    code, _, err = forecast_cli(["-i", str(f), "--chart", "", "-q"], capsys)
+    assert code == 1 and f"error: {f}: {problem}" in err
+
+
 def test_the_chart_goes_beside_the_table_not_into_the_working_folder(
     tiny_run, tmp_path, capsys, monkeypatch
 ):

@@ -167,15 +167,18 @@ def read_bars(path: str):
     """
     import pandas as pd
 
-    from kronos_alpha.inference.panel import clean_columns, to_datetime_index
+    from kronos_alpha.adapters.qlib.sources import read_table
+    from kronos_alpha.inference.panel import InputError, clean_columns, to_datetime_index
 
     f = Path(path)
     if not f.is_file():
         raise FileNotFoundError(f"input file {path!r} does not exist")
-    if f.suffix.lower() in (".parquet", ".pq"):
-        df = pd.read_parquet(f)
-    else:
-        df = pd.read_csv(f)
+    problems: list[str] = []  # qlib-data build's reading: empty, not UTF-8, broken, named
+    df = read_table(f, problems)
+    if df is None:
+        raise InputError(problems[0])
+    if not len(df):
+        raise InputError(f"{path}: no bars (a header and no rows)")
     df = clean_columns(df, path, features_only=False)
     time_col = next((c for c in TIME_COLUMNS if c in df.columns), None)
     if time_col is None and isinstance(df.index, pd.DatetimeIndex):  # parquet: bars by time

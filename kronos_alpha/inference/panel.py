@@ -16,6 +16,7 @@ treated as absent. An untraded bar is *suspended*.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -114,7 +115,17 @@ def to_datetime_index(values, what: str) -> pd.DatetimeIndex:
             raise InputError(
                 f"{what} mixes timezone-naive and timezone-aware timestamps ({exc})"
             ) from exc
-        raise InputError(f"{what} are not timestamps ({exc})") from exc
+        raise InputError(f"{what} are not timestamps ({_first_unparsed(values) or exc})") from exc
+
+
+def _first_unparsed(values) -> str:
+    """'<value> at position <i>; <n> such value(s)' of entries that do not parse, or ''."""
+    s = pd.Series(list(values))
+    with contextlib.suppress(TypeError, ValueError):
+        bad = (pd.to_datetime(s, errors="coerce").isna() & s.notna()).to_numpy()
+        pos = int(np.argmax(bad))
+        return f"{s[pos]!r} at position {pos}; {int(bad.sum())} such value(s)" if bad.any() else ""
+    return ""
 
 
 def as_timestamps(ts, name: str = "timestamps") -> pd.DatetimeIndex:
@@ -135,13 +146,11 @@ def as_timestamps(ts, name: str = "timestamps") -> pd.DatetimeIndex:
 
 # -- prices and volume ------------------------------------------------------------------------
 def numeric_values(s, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(a bar column as float64, the rows holding text that is not a number). Booleans,
-    datetimes, timedeltas and complex numbers are an error naming the column: they would
-    convert to numbers that mean nothing as prices or volumes."""
+    """(a bar column as float64, its rows of text that is not a number). Bool, datetime,
+    timedelta and complex columns are refused by name: as numbers they mean nothing here."""
     if isinstance(s, pd.DataFrame):
         raise InputError(f"{where} has {s.shape[1]} columns named {column!r}")
-    if isinstance(s.dtype, pd.CategoricalDtype):
-        s = s.astype(object)
+    s = s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s
     t = pd.api.types
     if t.is_bool_dtype(s.dtype) or t.is_complex_dtype(s.dtype) or s.dtype.kind in "mM":
         raise InputError(f"{where}: column {column!r} holds {s.dtype} values, not numbers")
@@ -153,8 +162,7 @@ def numeric_values(s, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise InputError(f"{where}: column {column!r} is not numeric ({exc})") from None
     text = (conv.isna() & s.notna()).to_numpy(dtype=bool)
     if s.dtype == object:  # to_numeric reads a True among numbers as 1.0
-        flags = s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-        text = text | flags
+        text = text | s.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
     return conv.to_numpy(dtype=np.float64, na_value=np.nan), text
 
 
@@ -170,7 +178,7 @@ def numeric_matrix(df: pd.DataFrame, columns, name: str) -> np.ndarray:
                 f"({df[c].iloc[pos]!r}; {int(text.sum())} such value(s))"
             )
         out.append(values)
-    return np.column_stack(out) if out else np.zeros((len(df), 0))
+    return np.column_stack(out)
 
 
 def ohlcv_matrix(df: pd.DataFrame, name: str = "df") -> np.ndarray:
