@@ -64,7 +64,13 @@ from kronos_alpha.strategies import topk_weights
 from kronos_alpha.strategies.signal import to_wide
 
 from kronos_alpha.inference.feeds import check_feed_bars
-from kronos_alpha.inference.panel import PRICE_COLS, VOLUME_COL, InputError, instrument_name
+from kronos_alpha.inference.panel import (
+    PRICE_COLS,
+    VOLUME_COL,
+    InputError,
+    instrument_name,
+    numeric_matrix,
+)
 from kronos_alpha.inference.settings import ForecastSettings
 
 from .common import (
@@ -122,9 +128,10 @@ def to_panel(open, high, low, close, volume, nan_bars: str = "raise") -> dict[st
         )
     panel = {}
     for col in close.columns:
-        df = pd.DataFrame({k: v[col].to_numpy(dtype=np.float64) for k, v in frames.items()})
-        df.index = index
         name = instrument_name(col)
+        raw = pd.DataFrame({k: v[col] for k, v in frames.items()}, index=index)
+        values = numeric_matrix(raw, list(raw.columns), f"instrument {name!r}")  # text, bool named
+        df = pd.DataFrame(values, index=index, columns=raw.columns)
         if check_feed_bars(df, name, nan_bars, "column", stacklevel=3) is None:
             continue  # an instrument with no bars at all in this span: all outputs NaN
         panel[name] = df  # rows outside the span stay: NaN bars, yet the calendar's times

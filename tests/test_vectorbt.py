@@ -171,6 +171,17 @@ def test_nan_bars_named_unless_outside_the_listed_span(bars):
         KronosSignal.run(*(bars[f] for f in FIELDS), lookback=16)
 
 
+def test_a_column_that_is_not_numbers_is_named(bars):
+    flags = {**bars, "volume": bars["volume"] > 0}  # True/False volumes read as 1.0 before
+    with pytest.raises(InputError, match=f"instrument '{NAMES[0]}': column 'volume' holds bool"):
+        to_panel(*(flags[f] for f in FIELDS))
+    text = {**bars, "close": bars["close"].astype(object)}
+    day = text["close"].index[7]
+    text["close"].loc[day, NAMES[1]] = "n/a"
+    with pytest.raises(InputError, match=rf"'{NAMES[1]}': column 'close' is not numeric .*'n/a'"):
+        to_panel(*(text[f] for f in FIELDS))
+
+
 def test_frames_are_paired_by_column_name_not_position(bars):
     base = to_panel(*(bars[f] for f in FIELDS))
     shuffled = {f: v[v.columns[::-1]] if f == "volume" else v for f, v in bars.items()}
