@@ -8,6 +8,7 @@ the wrong type or a combination that cannot work raises ``ConfigError`` naming t
 import dataclasses
 import datetime as _dt
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import pandas as pd
 import yaml
 
 from kronos_alpha.inference.panel import InputError
+from kronos_alpha.inference.settings import MAX_SEED, SettingsError, torch_device_name
 
 
 class ConfigError(InputError):
@@ -178,6 +180,13 @@ class FinetuneConfig:
                     "splits must be in time order without overlap"
                 )
             prev = (name, end)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
+        if self.device != "auto":
+            try:
+                torch_device_name(self.device)
+            except SettingsError as exc:  # the forecasting doors' device check
+                raise ConfigError(str(exc)) from None
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ConfigError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         if self.num_threads is not None:
@@ -185,6 +194,9 @@ class FinetuneConfig:
         for stage in ("tokenizer", "predictor"):
             _validate_stage(getattr(self, stage), stage)
         tok, pred = self.tokenizer, self.predictor
+        for stage in ("tokenizer", "predictor"):
+            if getattr(self, stage).init == "fresh":
+                _check_buildable(stage, self.fresh_config(stage))
         if tok.init == "fresh" and pred.init == "fresh":
             t, p = self.fresh_config("tokenizer"), self.fresh_config("predictor")
             for bits in ("s1_bits", "s2_bits"):
@@ -219,6 +231,25 @@ def split_range(rng, name: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     if end == end.normalize():
         end = end + pd.Timedelta(days=1) - pd.Timedelta(nanoseconds=1)
     return start, end
+
+
+def _check_buildable(stage: str, config: dict) -> None:
+    """A fresh module's arguments build one (on the meta device: no memory, no time), so a
+    bad dimension or dropout fails here, naming the stage, not after the data is read."""
+    import torch
+
+    from kronos_alpha.model import Kronos
+    from kronos_alpha.model.tokenizer import KronosTokenizer
+
+    for key, v in config.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{stage}.config.{key} must be finite, got {v}")
+    cls = KronosTokenizer if stage == "tokenizer" else Kronos
+    try:
+        with torch.device("meta"):
+            cls(**config)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{stage}.config does not build a {cls.__name__}: {exc}") from None
 
 
 def _positive(name: str, value: int, minimum: int = 1) -> None:
@@ -328,6 +359,8 @@ def _coerce(value, tp, name: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):  # a NaN or infinite rate trains NaN weights
+            raise ConfigError(f"{name} must be finite, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):

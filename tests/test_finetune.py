@@ -236,6 +236,22 @@ def test_config_yaml_round_trip(tmp_path):
         ),
         (dict(amp="half"), "amp must be"),
         (dict(tokenizer=dict(batch_size=0)), "tokenizer.batch_size must be at least 1"),
+        (dict(predictor=dict(lr=float("nan"))), "predictor.lr must be finite, got nan"),
+        (dict(data=dict(clip=float("inf"))), "data.clip must be finite"),
+        (dict(seed=-1), r"seed must be in \[0, 2\*\*63\), got -1"),
+        (dict(device="tpu"), "device 'tpu' is not a torch device"),
+        (
+            dict(predictor=dict(config={**FINETUNE_PRED, "n_heads": 3})),
+            r"predictor.config does not build a Kronos: d_model \(16\) must be divisible",
+        ),
+        (
+            dict(predictor=dict(config={**FINETUNE_PRED, "ffn_dropout_p": 1.5})),
+            "predictor.config does not build a Kronos: dropout probability",
+        ),
+        (
+            dict(tokenizer=dict(config={"attn_dropout_p": float("nan")})),
+            "tokenizer.config.attn_dropout_p must be finite",
+        ),
     ],
 )
 def test_bad_config_fields_are_named(tmp_path, over, match):

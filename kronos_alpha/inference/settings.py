@@ -56,6 +56,16 @@ def check_real(name: str, v) -> float:
     return v
 
 
+def torch_device_name(device) -> str:
+    """The device's canonical name ('cuda' -> 'cuda'), or a SettingsError naming it."""
+    import torch
+
+    try:
+        return str(torch.device(device))
+    except (RuntimeError, TypeError) as exc:
+        raise SettingsError(f"device {device!r} is not a torch device: {exc}") from None
+
+
 def check_flag(name: str, v) -> bool:
     if not isinstance(v, (bool, np.bool_)):
         raise SettingsError(f"{name} must be True or False, got {v!r}")
@@ -220,12 +230,7 @@ class ForecastSettings:
 
     @staticmethod
     def _check_device(device) -> str:
-        import torch
-
-        try:
-            return str(torch.device(device))
-        except (RuntimeError, TypeError) as exc:
-            raise SettingsError(f"device {device!r} is not a torch device: {exc}") from None
+        return torch_device_name(device)
 
     @staticmethod
     def _check_dtype(dtype) -> str:
