@@ -429,6 +429,19 @@ def test_config_errors_name_the_field():
     assert forecast_settings(load_config({**base, "kronos": {**k, "int8": True}})).int8 is True
     with pytest.raises(ValueError, match="int8"):
         load_config({**base, "kronos": {**k, "int8": "yes"}})
+    # numbers that would not fail until a window ran: named at load
+    for over, match in [
+        ({"seed": -1}, "seed must be at least 0, got -1"),
+        ({"portfolio": {"commission": float("nan")}}, "portfolio.commission must be finite"),
+        ({"portfolio": {"slippage": -0.001}}, "portfolio.slippage must be >= 0"),
+        ({"portfolio": {"topk": "ten"}}, "portfolio.topk must be an integer, got 'ten'"),
+        ({"lightgbm": {"num_boost_round": 2.5}}, "lightgbm.num_boost_round must be an integer"),
+        ({"baselines": {"hist_vol_window": 1}}, "baselines.hist_vol_window must be at least 2"),
+        ({"data": {**base["data"], "end": "soon"}}, "data.end is not a date: 'soon'"),
+    ]:
+        with pytest.raises(WalkForwardConfigError, match=match):
+            load_config({**base, "kronos": k, **over})
+    assert load_config({**base, "kronos": k, "num_threads": None})["num_threads"] is None
 
 
 def test_the_fine_tune_cut_guard_is_a_real_check(tmp_path):

@@ -8,7 +8,14 @@ import pandas as pd
 
 from kronos_alpha.inference.exchange import REGION_EXCHANGES
 from kronos_alpha.inference.panel import InputError
-from kronos_alpha.inference.settings import ForecastSettings, SettingsError, merge_mappings
+from kronos_alpha.inference.settings import (
+    MAX_SEED,
+    ForecastSettings,
+    SettingsError,
+    check_integer,
+    check_real,
+    merge_mappings,
+)
 
 MODELS = (
     "zero_info",
@@ -148,7 +155,11 @@ def load_config(config) -> dict:
             raise WalkForwardConfigError(f"data.{key} is required")
     for key in ("start", "end", "history_start"):
         if d[key] is not None:
-            d[key] = str(pd.Timestamp(d[key]).date())
+            try:
+                d[key] = str(pd.Timestamp(d[key]).date())
+            except (TypeError, ValueError):
+                raise WalkForwardConfigError(f"data.{key} is not a date: {d[key]!r}") from None
+    _check_numbers(cfg)
     if pd.Timestamp(d["start"]) > pd.Timestamp(d["end"]):
         raise WalkForwardConfigError(f"data.start {d['start']} is after data.end {d['end']}")
     for key in ("train_days", "valid_days", "step", "horizon", "decision_every"):
@@ -176,9 +187,35 @@ def load_config(config) -> dict:
             f"windows.valid_days ({w['valid_days']}) leaves no fine-tuning validation window: "
             f"it needs kronos.lookback + 3 x horizon + 1 = {need} bars"
         )
-    if cfg["portfolio"]["topk"] < 1:
-        raise WalkForwardConfigError("portfolio.topk must be positive")
     return cfg
+
+
+# field: its least value, or None for a field that may be null (else at least 1)
+INTEGERS = {("seed",): 0, ("num_threads",): None, ("data", "max_instruments"): None,
+            ("portfolio", "topk"): 1, ("portfolio", "n_drop"): None,
+            ("portfolio", "hold_period"): 1, ("baselines", "hist_vol_window"): 2,
+            ("lightgbm", "every"): 1, ("lightgbm", "num_boost_round"): 1,
+            ("lightgbm", "early_stopping_rounds"): 1, ("finetune", "every"): 1,
+            ("finetune", "stride"): 1, ("finetune", "max_context"): 1}  # fmt: skip
+COSTS = (("portfolio", "commission"), ("portfolio", "slippage"))  # finite, >= 0
+
+
+def _check_numbers(cfg: dict) -> None:
+    """Integers and costs of the run: a NaN cost or a seed of -1 would not fail until a window."""
+    for path, least in INTEGERS.items():
+        v, name = cfg[path[0]] if len(path) == 1 else cfg[path[0]][path[1]], ".".join(path)
+        if least is None and v is None:
+            continue
+        try:
+            check_integer(name, v, least if least is not None else 1, MAX_SEED)
+        except SettingsError as exc:
+            raise WalkForwardConfigError(str(exc)) from None
+    for block, key in COSTS:
+        try:
+            if check_real(f"{block}.{key}", cfg[block][key]) < 0:
+                raise WalkForwardConfigError(f"{block}.{key} must be >= 0, got {cfg[block][key]}")
+        except SettingsError as exc:
+            raise WalkForwardConfigError(str(exc)) from None
 
 
 def _check_blocks(cfg: dict) -> None:
