@@ -204,13 +204,17 @@ def _frame(rows: list[pd.Series], wide: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _check_params(k, n_drop, hold_period, turnover_cap, weighting) -> None:
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if not _integer(k) or k < 1:
         raise StrategyInputError(f"K must be a positive integer, got {k!r}")
-    if n_drop is not None and not (0 <= n_drop <= k):
-        raise StrategyInputError(f"n_drop must be between 0 and K={k}, got {n_drop}")
-    if hold_period < 1:
-        raise StrategyInputError(f"hold_period must be >= 1 step, got {hold_period}")
+    if n_drop is not None and not (_integer(n_drop) and 0 <= n_drop <= k):
+        raise StrategyInputError(f"n_drop must be an integer between 0 and K={k}, got {n_drop!r}")
+    if not _integer(hold_period) or hold_period < 1:  # NaN and 1.5 passed unnoticed
+        raise StrategyInputError(f"hold_period must be an integer >= 1 step, got {hold_period!r}")
     if turnover_cap is not None and not (0 <= turnover_cap <= 1):
         raise StrategyInputError(
             f"turnover_cap is a one-way fraction in [0, 1], got {turnover_cap}"

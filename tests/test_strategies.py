@@ -8,6 +8,7 @@ import pytest
 from kronos_alpha.strategies import (
     FactorMatrixError,
     InfeasibleWeightsError,
+    StrategyInputError,
     UniverseTooSmallError,
     daily_returns,
     estimate_covariance,
@@ -121,6 +122,20 @@ def test_universe_smaller_than_k_names_the_date(market):
         topk_weights(sig, k=4, n_drop=4)
     with pytest.raises(UniverseTooSmallError, match="2K=42"):
         long_short_weights(market["signal"], k=21)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(k=True), "K must be a positive integer, got True"),
+        (dict(k=4, n_drop=1.5), "n_drop must be an integer between 0 and K=4, got 1.5"),
+        (dict(k=4, hold_period=float("nan")), "hold_period must be an integer >= 1 step, got nan"),
+        (dict(k=4, hold_period=1.5), "hold_period must be an integer >= 1 step, got 1.5"),
+    ],
+)
+def test_book_parameters_of_the_wrong_type_are_named(market, kw, match):
+    with pytest.raises(StrategyInputError, match=match):
+        topk_weights(market["signal"], **kw)
 
 
 def test_exposures_track_true_beta_and_use_no_future_bars(market, exposures):
