@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kronos_alpha.inference.panel import InputError
+from kronos_alpha.inference.settings import SettingsError, check_integer, check_real
 
 
 class StrategyInputError(InputError):
@@ -19,3 +20,16 @@ class FactorMatrixError(StrategyInputError):
 
 class InfeasibleWeightsError(StrategyInputError):
     """The weight constraints cannot be met together, or the solver did not reach optimality."""
+
+
+def check_numbers(integers: dict | None = None, reals: dict | None = None) -> None:
+    """``{name: (value, least)}``: integers at least ``least``, finite reals at least ``least``
+    (None: any finite value); settings' checks, raised as StrategyInputError naming the field."""
+    try:
+        for name, (v, least) in (integers or {}).items():
+            check_integer(name, v, least)
+        for name, (v, least) in (reals or {}).items():
+            if check_real(name, v) < (-float("inf") if least is None else least):
+                raise SettingsError(f"{name} must be at least {least}, got {v}")
+    except SettingsError as exc:
+        raise StrategyInputError(str(exc)) from None

@@ -27,7 +27,7 @@ import pandas as pd
 
 from kronos_alpha.files import save_figure, write_text
 
-from .errors import StrategyInputError
+from .errors import StrategyInputError, check_numbers
 from .factors import daily_returns, label_text, qlib_label
 from .signal import to_long, to_wide
 
@@ -113,10 +113,16 @@ def evaluate(
     mean top-minus-bottom label times 252 / ``horizon``. ``exposures`` (long, factor columns)
     adds the book's realised exposure sum_i w_i x_i per date.
     """
+    check_numbers(
+        {"n_quantiles": (n_quantiles, 2), "horizon": (horizon, 1), "delay": (delay, 0)},
+        {"commission": (commission, 0.0), "slippage": (slippage, 0.0)},
+    )
     if weights.empty:
         raise StrategyInputError("the weight book is empty")
     if weights.isna().any().any():
         raise StrategyInputError("the weight book has NaN weights (use 0 for no position)")
+    if np.isinf(weights.to_numpy(dtype=float)).any():
+        raise StrategyInputError("the weight book has infinite weights")
     ret = daily_returns(panel)
     unknown = weights.columns.difference(ret.columns)
     held_unknown = [c for c in unknown if (weights[c] != 0).any()]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .errors import InfeasibleWeightsError, StrategyInputError
+from .errors import InfeasibleWeightsError, StrategyInputError, check_numbers
 from .neutralize import design_matrix
 from .signal import to_wide
 
@@ -88,6 +88,12 @@ def optimize_weights(
     reindexed to alpha's names (a missing exposure or covariance row is an error). ``turnover``
     bounds sum|w - prev| (two-sided) when ``prev`` is given. Long-only: ``lower=0, net=(1, 1)``.
     """
+    reals = dict(risk_aversion=(risk_aversion, 0.0), max_exposure=(max_exposure, 0.0),
+                 lower=(lower, None), upper=(upper, None), gross=(gross, 0.0),
+                 **{"net[0]": (net[0], None), "net[1]": (net[1], None)}, tol=(tol, 0.0))  # fmt: skip
+    if turnover is not None:
+        reals["turnover"] = (turnover, 0.0)
+    check_numbers(reals=reals)  # no NaN or infinite bound reaches the solver
     day = f" on {pd.Timestamp(date):%Y-%m-%d}" if date is not None else ""
     a = alpha.dropna().astype(float)
     names = a.index

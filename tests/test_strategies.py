@@ -265,6 +265,31 @@ def test_evaluate_returns_costs_and_report(tmp_path):
     report = write_report(ev, tmp_path / "rep")
     assert "## Summary" in report.read_text()
     assert (tmp_path / "rep" / "cumulative_returns.png").stat().st_size > 1000
+    for kw, match in [
+        (dict(commission=float("nan")), "commission must be finite, got nan"),
+        (dict(slippage=-0.001), "slippage must be at least 0.0, got -0.001"),
+        (dict(horizon=0), "horizon must be at least 1, got 0"),
+        (dict(n_quantiles=2.5), "n_quantiles must be an integer"),
+    ]:
+        with pytest.raises(StrategyInputError, match=match):
+            evaluate(w, panel, bench, **kw)
+    with pytest.raises(StrategyInputError, match="infinite weights"):
+        evaluate(w.replace(1.0, np.inf), panel, bench)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(upper=float("nan")), "upper must be finite, got nan"),
+        (dict(risk_aversion=float("inf")), "risk_aversion must be finite"),
+        (dict(gross=-1.0), "gross must be at least 0.0"),
+        (dict(net=(0.0, float("nan"))), r"net\[1\] must be finite"),
+    ],
+)
+def test_optimiser_bounds_must_be_finite_numbers(one_day, kw, match):
+    _, alpha, exposures, _ = one_day
+    with pytest.raises(StrategyInputError, match=match):
+        optimize_weights(alpha, exposures, **kw)
 
 
 def test_evaluate_signal_ic(market, exposures):
