@@ -22,14 +22,16 @@ class InfeasibleWeightsError(StrategyInputError):
     """The weight constraints cannot be met together, or the solver did not reach optimality."""
 
 
-def check_numbers(integers: dict | None = None, reals: dict | None = None) -> None:
-    """``{name: (value, least)}``: integers at least ``least``, finite reals at least ``least``
-    (None: any finite value); settings' checks, raised as StrategyInputError naming the field."""
+def check_numbers(
+    integers: dict | None = None, reals: dict | None = None, error=StrategyInputError
+) -> None:
+    """``{name: (value, least[, most])}``: integers in [least, most], finite reals at least
+    ``least`` (None: any finite value); settings' checks, raised as ``error`` naming the field."""
     try:
-        for name, (v, least) in (integers or {}).items():
-            check_integer(name, v, least)
+        for name, (v, *bounds) in (integers or {}).items():
+            check_integer(name, v, *bounds)
         for name, (v, least) in (reals or {}).items():
             if check_real(name, v) < (-float("inf") if least is None else least):
                 raise SettingsError(f"{name} must be at least {least}, got {v}")
     except SettingsError as exc:
-        raise StrategyInputError(str(exc)) from None
+        raise error(str(exc)) from None

@@ -433,7 +433,10 @@ def test_config_errors_name_the_field():
     for over, match in [
         ({"seed": -1}, "seed must be at least 0, got -1"),
         ({"portfolio": {"commission": float("nan")}}, "portfolio.commission must be finite"),
-        ({"portfolio": {"slippage": -0.001}}, "portfolio.slippage must be >= 0"),
+        (
+            {"portfolio": {"slippage": -0.001}},
+            "portfolio.slippage must be at least 0.0, got -0.001",
+        ),
         ({"portfolio": {"topk": "ten"}}, "portfolio.topk must be an integer, got 'ten'"),
         ({"lightgbm": {"num_boost_round": 2.5}}, "lightgbm.num_boost_round must be an integer"),
         ({"baselines": {"hist_vol_window": 1}}, "baselines.hist_vol_window must be at least 2"),

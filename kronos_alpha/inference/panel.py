@@ -239,8 +239,7 @@ def ohlcv_matrix(df: pd.DataFrame, name: str = "df") -> np.ndarray:
         )
     if VOLUME_COL in df.columns:
         check_volume(volume, df.index, name)
-    # Column-major, like upstream's DataFrame.values: a float32 mean over time sums in the
-    # order of the memory layout, so this layout is what gives upstream's bits.
+    # Column-major like upstream's DataFrame.values: float32 means sum in layout order (bits)
     return np.asfortranarray(x, dtype=np.float32)
 
 
@@ -294,7 +293,8 @@ def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend
     ``nan_prices="raise"`` makes a NaN price on a bar with volume an error naming the row
     (fine-tuning never learns from a bar it cannot read), instead of a suspended bar.
     """
-    priced = priced_mask(df, name)
+    finite = np.isfinite(numeric_matrix(df, PRICE_COLS, name))
+    priced = finite.all(axis=1)
     has_volume = False
     if VOLUME_COL in df.columns:
         vol = numeric_matrix(df, [VOLUME_COL], name)[:, 0]
@@ -306,7 +306,7 @@ def traded_mask(df: pd.DataFrame, name: str = "bars", nan_prices: str = "suspend
         return priced, False
     if nan_prices == "raise" and (volume_ok & ~priced).any():
         r = int(np.argmax(volume_ok & ~priced))
-        col = PRICE_COLS[int(np.argmin(np.isfinite(numeric_matrix(df, PRICE_COLS, name)[r])))]
+        col = PRICE_COLS[int(np.argmin(finite[r]))]
         raise InputError(
             f"{name} has a NaN/inf price in column {col!r} on a traded bar (volume > 0) "
             f"at row {df.index[r]!r}"

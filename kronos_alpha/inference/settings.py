@@ -191,7 +191,7 @@ class ForecastSettings:
         for name in ("fill_suspended", "return_paths", "progress", "int8", "cuda_graphs"):
             put(name, check_flag(name, getattr(self, name)))
         if self.device is not None:
-            put("device", self._check_device(self.device))
+            put("device", torch_device_name(self.device))
         if self.dtype is not None:
             put("dtype", self._check_dtype(self.dtype))
         if self.int8 and self.cuda_graphs:
@@ -227,10 +227,6 @@ class ForecastSettings:
         if len(set(names)) != len(names):
             raise SettingsError(f"quantiles {qs!r} repeat a level (columns {names})")
         return values
-
-    @staticmethod
-    def _check_device(device) -> str:
-        return torch_device_name(device)
 
     @staticmethod
     def _check_dtype(dtype) -> str:

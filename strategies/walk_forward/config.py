@@ -12,10 +12,10 @@ from kronos_alpha.inference.settings import (
     MAX_SEED,
     ForecastSettings,
     SettingsError,
-    check_integer,
-    check_real,
     merge_mappings,
 )
+
+from ..errors import check_numbers
 
 MODELS = (
     "zero_info",
@@ -202,20 +202,14 @@ COSTS = (("portfolio", "commission"), ("portfolio", "slippage"))  # finite, >= 0
 
 def _check_numbers(cfg: dict) -> None:
     """Integers and costs of the run: a NaN cost or a seed of -1 would not fail until a window."""
-    for path, least in INTEGERS.items():
-        v, name = cfg[path[0]] if len(path) == 1 else cfg[path[0]][path[1]], ".".join(path)
-        if least is None and v is None:
-            continue
-        try:
-            check_integer(name, v, least if least is not None else 1, MAX_SEED)
-        except SettingsError as exc:
-            raise WalkForwardConfigError(str(exc)) from None
-    for block, key in COSTS:
-        try:
-            if check_real(f"{block}.{key}", cfg[block][key]) < 0:
-                raise WalkForwardConfigError(f"{block}.{key} must be >= 0, got {cfg[block][key]}")
-        except SettingsError as exc:
-            raise WalkForwardConfigError(str(exc)) from None
+    value = {path: cfg[path[0]] if len(path) == 1 else cfg[path[0]][path[1]] for path in INTEGERS}
+    integers = {
+        ".".join(path): (value[path], 1 if least is None else least, MAX_SEED)
+        for path, least in INTEGERS.items()
+        if not (least is None and value[path] is None)
+    }
+    costs = {f"{block}.{key}": (cfg[block][key], 0.0) for block, key in COSTS}
+    check_numbers(integers, costs, error=WalkForwardConfigError)
 
 
 def _check_blocks(cfg: dict) -> None:
