@@ -254,7 +254,10 @@ def test_example_yaml_runs_with_qrun(providers, checkpoints, tmp_path, monkeypat
     path = ROOT / "examples" / "qlib" / "workflow_lgb_alpha158_kronos_csi300.yaml"
     cfg = yaml.safe_load(path.read_text())
     cfg["qlib_init"].update(provider_uri=str(providers["clean"]), kernels=1)
-    cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] = (tmp_path / "mlruns").as_uri()
+    # sqlite as the example, made absolute (mlflow caches a store per URI); a file store races
+    # Qlib's asynchronous log_metrics: "Metric 'Rank ICIR' is malformed. No data found."
+    assert cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] == "sqlite:///mlruns.db"
+    cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] = f"sqlite:///{tmp_path / 'mlruns.db'}"
     h = cfg["task"]["dataset"]["kwargs"]["handler"]["kwargs"]
     assert h["kronos"]["every"] >= 1 and "fit_end_time" in h
     h.update(instruments="mkt", start_time=START, end_time=END, fit_start_time=START,
@@ -272,8 +275,8 @@ def test_example_yaml_runs_with_qrun(providers, checkpoints, tmp_path, monkeypat
     out = tmp_path / "wf.yaml"
     out.write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     workflow(str(out), experiment_name="kronos_lgb")
+    assert (tmp_path / "mlruns.db").is_file()  # the run went to the sqlite store
     (rec,) = R.list_recorders(experiment_name="kronos_lgb").values()
     assert rec.load_object("sig_analysis/ic.pkl").notna().sum() >= 10
     assert len(rec.load_object("portfolio_analysis/report_normal_1day.pkl")) >= 10

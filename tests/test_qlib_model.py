@@ -193,8 +193,11 @@ def test_benchmark_not_in_data_is_an_error(qlib_on):
 def fast_config(provider: Path, tmp_path: Path) -> dict:
     cfg = yaml.safe_load((ROOT / "examples" / "qlib" / "workflow_kronos_fast.yaml").read_text())
     cfg["qlib_init"]["provider_uri"] = str(provider)
-    # the example's sqlite store costs seconds of schema migrations; a file store is quicker here
-    cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] = (tmp_path / "mlruns").as_uri()
+    # sqlite, as the example, but absolute: mlflow caches a store per URI, so a relative one
+    # would stay in the first test's folder. A file store is seconds quicker but races Qlib's
+    # asynchronous log_metrics (a half-written metric file: "Metric ... is malformed")
+    assert cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] == "sqlite:///mlruns.db"
+    cfg["qlib_init"]["exp_manager"]["kwargs"]["uri"] = f"sqlite:///{tmp_path / 'mlruns.db'}"
     kw = cfg["task"]["model"]["kwargs"]
     kw["model"], kw["tokenizer"] = str(FIXTURE / "model"), str(FIXTURE / "tokenizer")
     return cfg
@@ -218,8 +221,8 @@ def test_fast_workflow_end_to_end(provider, tmp_path, monkeypatch):
     path = tmp_path / "wf.yaml"
     path.write_text(yaml.safe_dump(cfg))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     workflow(str(path), experiment_name="kronos_fast")
+    assert (tmp_path / "mlruns.db").is_file()  # the run went to the sqlite store
     (rec,) = R.list_recorders(experiment_name="kronos_fast").values()
     ic = rec.load_object("sig_analysis/ic.pkl")
     assert ic.notna().sum() >= 5
