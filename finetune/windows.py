@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kronos_alpha.inference.data import normalize, scaler_stats, time_features
+from kronos_alpha.inference.data import normalize, scaler_stats, time_features, unit_scale
 from kronos_alpha.inference.panel import (
     AMOUNT_COL,
     VOLUME_COL,
@@ -101,7 +101,10 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def normalize_window(x: np.ndarray, lookback: int, clip: float):
-    """The training transform: stats from x[:lookback] only, applied to the whole window."""
+    """The training transform: stats from x[:lookback] only, applied to the whole window
+    (in the units inference uses: ``unit_scale`` of the lookback part, so a volume of 1e30
+    trains on finite numbers, not on a float32 std of inf)."""
+    x = x * unit_scale(x[None, :lookback])[1][0]
     mean, std = scaler_stats(x[:lookback])
     return normalize(x, mean, std, clip).astype(np.float32), mean, std
 

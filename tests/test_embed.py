@@ -26,14 +26,14 @@ def test_embedding_is_the_models_hidden_state_at_t_and_its_mean(forecaster, tiny
     assert list(emb.columns[:2]) == ["emb_last_0", "emb_last_1"]
     assert emb.columns[d] == "emb_mean_0"
     # by hand, through the model: normalise, tokenise, one pass, last and mean state
-    from kronos_alpha.inference.data import normalize, price_scale, scaler_stats, time_features
+    from kronos_alpha.inference.data import normalize, scaler_stats, time_features, unit_scale
 
     model, tok = tiny_pair
     df = panel["S1"].loc[:t].iloc[-24:]
     ohlcv = df[["open", "high", "low", "close", "volume"]].to_numpy(np.float64)
     amount = ohlcv[:, 4] * ohlcv[:, :4].mean(1)  # the boundary's rule for a missing amount
     bars = np.column_stack([ohlcv, amount]).astype(np.float32)
-    x, _ = price_scale(bars[None])
+    x, _ = unit_scale(bars[None])
     mean, std = scaler_stats(x)
     with torch.no_grad():
         s1, s2 = tok.encode(torch.as_tensor(normalize(x, mean, std, 5.0)), half=True)

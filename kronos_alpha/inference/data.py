@@ -55,28 +55,29 @@ def denormalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return x * (std + NORM_EPS) + mean
 
 
-PRICE_LEVEL = (2.0**-7, 2.0**40)  # mean |price| outside this: rescale the window exactly
-SCALED = [0, 1, 2, 3, 5]  # open, high, low, close, amount: the columns in price units
+UNIT_LEVEL = (2.0**-7, 2.0**40)  # mean |value| outside this: rescale the column group exactly
+UNIT_GROUPS = ([0, 1, 2, 3], [4], [5])  # prices share one unit; volume and amount have their own
 
 
-def price_scale(bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(bars, per-window scale (B, 1, 6)): windows whose price level is tiny or huge are
-    multiplied by the power of two that brings it into [64, 128).
+def unit_scale(bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bars, per-window scale (B, 1, 6)): in each window, the prices, the volume and the
+    amount whose level (mean of |value|) is tiny or huge are multiplied by the power of two
+    that brings that level into [64, 128).
 
-    The normalisation's fixed epsilon (1e-5) would otherwise dominate the std of prices near
-    1e-5, and float32 squares overflow near 1e20. A power of two is exact in floating point,
-    so the result equals that of the same bars quoted in another unit; windows inside the
-    range (every ordinary price) are untouched, bit for bit.
+    The normalisation's fixed epsilon (1e-5) would otherwise dominate the std of values near
+    1e-5, and float32 squares overflow near 1e19. Every column is normalised by its own mean
+    and std, and a power of two is exact in floating point, so the result equals that of the
+    same bars quoted in other units (a price in another currency unit, a volume in lots, an
+    amount in thousands). Ordinary windows are untouched, bit for bit; an all-zero volume or
+    amount stays as it is.
     """
-    level = np.abs(bars[..., :4]).mean(axis=(-1, -2)).astype(np.float64)  # (B,)
-    exp = np.where(
-        (level < PRICE_LEVEL[0]) | (level > PRICE_LEVEL[1]),
-        6 - np.floor(np.log2(np.maximum(level, np.finfo(np.float64).tiny))),
-        0.0,
-    )
     scale = np.ones((bars.shape[0], 1, bars.shape[-1]), np.float32)
-    scale[:, 0, SCALED] = np.exp2(exp)[:, None].astype(np.float32)
-    if (exp == 0).all():
+    for cols in UNIT_GROUPS:
+        level = np.abs(bars[..., cols].astype(np.float64)).mean(axis=(-1, -2))  # (B,): no overflow
+        odd = (level > 0) & ((level < UNIT_LEVEL[0]) | (level > UNIT_LEVEL[1]))
+        exp = np.where(odd, 6 - np.floor(np.log2(np.where(odd, level, 1.0))), 0.0)
+        scale[:, 0, cols] = np.exp2(exp)[:, None].astype(np.float32)
+    if (scale == 1).all():
         return bars, scale
     return bars * scale, scale
 
@@ -105,7 +106,7 @@ def sample_bars(
     published algorithm instead of the engine, ``graphs`` the engine with CUDA-graph steps
     (``paths.sample_paths``).
     """
-    bars, scale = price_scale(bars)
+    bars, scale = unit_scale(bars)
     mean, std = scaler_stats(bars)
     x = normalize(bars, mean, std, clip)
     z = sample_paths(
@@ -199,6 +200,8 @@ def check_dates(dates, times: pd.DatetimeIndex, tz) -> pd.DatetimeIndex:
     idx = to_datetime_index(list(dates), "dates")
     if not len(idx):
         raise InputError("dates is empty; give decision times, or dates=None for every bar")
+    if idx.hasnans:
+        raise InputError(f"dates contain NaT at position {int(np.argmax(idx.isna()))}")
     if (idx.tz is None) != (tz is None):
         raise InputError(
             f"dates are timezone-{'naive' if idx.tz is None else 'aware'} but the panel's timestamps are "

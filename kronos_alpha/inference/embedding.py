@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .data import normalize, price_scale, scaler_stats
+from .data import normalize, scaler_stats, unit_scale
 
 
 def embedding_columns(d_model: int) -> list[str]:
@@ -25,7 +25,7 @@ def embed_bars(
 ) -> np.ndarray:
     """Raw bars (B, L, 6) and stamps (B, L, 5) -> (B, 2 * d_model) float32: the last hidden
     state, then the mean hidden state over the (last max_context) bars."""
-    bars, _ = price_scale(bars)
+    bars, _ = unit_scale(bars)
     mean, std = scaler_stats(bars)
     x = normalize(bars, mean, std, clip)
     device = next(model.parameters()).device
