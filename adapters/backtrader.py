@@ -120,7 +120,7 @@ def bar_times(data) -> pd.DatetimeIndex:
 def _data_name(strategy, data) -> str:
     if getattr(data, "_name", ""):
         return str(data._name)
-    for i, d in enumerate(strategy.datas):
+    for i, d in enumerate(getattr(strategy, "datas", ())):
         if d is data:
             return f"data{i}"
     return f"data@{id(data):x}"
@@ -151,7 +151,7 @@ class _Group:
         for d, name in self.members:
             if d is data:
                 return name
-        name = _data_name(self.strategy, data) if self.strategy is not None else data._name
+        name = _data_name(self.strategy, data)
         if any(n == name for _, n in self.members):
             raise InputError(f"two datas are both named {name!r}; name them with adddata(name=...)")
         self.members.append((data, name))

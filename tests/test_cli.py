@@ -9,7 +9,8 @@ import pytest
 
 from kronos_alpha.cli import build_parser, main
 from kronos_alpha.cli.forecast import DEFAULTS, read_bars, settings_from
-from kronos_alpha.inference.panel import InputError, split_panel
+from kronos_alpha.inference.frames import split_panel
+from kronos_alpha.inference.panel import InputError
 from kronos_alpha.inference.settings import ForecastSettings
 
 

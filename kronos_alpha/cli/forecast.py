@@ -204,7 +204,7 @@ def run(args) -> int:
     from kronos_alpha.files import atomic_write, save_figure, write_parquet
     from kronos_alpha.inference import distributed
     from kronos_alpha.inference.forecaster import Forecaster
-    from kronos_alpha.inference.panel import split_panel
+    from kronos_alpha.inference.frames import split_panel
 
     if args.chart is None:  # the chart goes where the table goes, not into the cwd
         args.chart = str(Path(args.out).with_suffix(".png"))

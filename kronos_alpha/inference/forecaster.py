@@ -55,8 +55,9 @@ from .data import (
 )
 from .device import auto_device, check_device, torch_dtype
 from .embedding import embed_bars, embedding_columns
+from .frames import split_panel
 from .generation import uniforms_for_seeds, window_seed
-from .panel import FEATURE_COLS, split_panel
+from .panel import FEATURE_COLS
 from .quantize import quantize_int8
 from .runner import Job, run_report, run_windows
 from .settings import ForecastSettings, check_horizon, check_modes

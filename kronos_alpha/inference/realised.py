@@ -16,7 +16,7 @@ import pandas as pd
 
 from .calibration import CalibrationError, check_choices, fit
 from .data import check_dates
-from .panel import split_panel
+from .frames import split_panel
 
 
 @dataclass(frozen=True)
