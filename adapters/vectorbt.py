@@ -150,7 +150,13 @@ def combo_settings(
     start: ForecastSettings, combo, band, seed, cache_dir, calendar=None
 ) -> ForecastSettings:
     """One parameter combination's settings: one ``replace`` of ``start``, validated there."""
-    changes = {k: int(v) for k, v in zip(PARAMS, combo) if v is not None}
+    # numpy scalars (vectorbt broadcasts params to arrays) as Python numbers, checked by the
+    # settings: int() would truncate a lookback of 2.5 and fail on NaN
+    changes = {
+        k: v.item() if isinstance(v, np.generic) else v
+        for k, v in zip(PARAMS, combo)
+        if v is not None
+    }
     given = (("seed", seed), ("cache_dir", cache_dir), ("calendar", calendar))
     changes.update({k: v for k, v in given if v is not None})
     return with_band(start.replace(**changes), band)

@@ -145,6 +145,57 @@ def test_prices_in_any_unit_give_the_same_returns(fc):
         np.testing.assert_allclose(got, base, rtol=0.05, atol=1e-5)
 
 
+def test_volume_and_amount_in_any_unit_give_close_returns(fc):
+    panel = {"A": bars().assign(amount=lambda d: d.volume * d.close)}
+    t = panel["A"].index[-3:]
+    base = fc.forecast(panel, dates=t).pred_return.to_numpy()
+    # each column is normalised on its own: a volume in base units of a token (x 2^60), an
+    # amount in thousands, or prices in another unit while the given amount stays: all finite
+    # and close (float32 squares of 1e23 overflowed; a tiny price scaled the amount to inf)
+    variants = [
+        panel["A"].assign(volume=lambda d: d.volume * 2.0**60),
+        panel["A"].assign(volume=lambda d: d.volume * 1e-9, amount=lambda d: d.amount * 1e-3),
+        panel["A"].assign(amount=lambda d: d.amount * 1e30),
+        panel["A"].assign(**{c: panel["A"][c] * 1e-20 for c in ["open", "high", "low", "close"]}),
+    ]
+    for df in variants:
+        got = fc.forecast({"A": df}, dates=t).pred_return.to_numpy()
+        np.testing.assert_allclose(got, base, rtol=0.05, atol=1e-5)
+
+
+def test_a_price_spike_near_float32_max_gives_finite_forecasts(fc, tiny_pair):
+    df = bars().assign(amount=lambda d: d.volume * d.close)  # derived, 3e38 x volume overflows
+    df.iloc[40, :4] = [3.0e38, 3.1e38, 3.0e38, 3.0e38]  # in range: accepted, scaled exactly
+    df.iloc[41, 4] = 1e38  # a volume spike too
+    table = fc.forecast({"A": df}, dates=df.index[-3:])
+    assert len(table) == 3 and np.isfinite(table.to_numpy(np.float64)).all()
+    future = pd.bdate_range(df.index[-1] + pd.offsets.BDay(1), periods=3)
+    out = KronosPredictor(*tiny_pair).predict(df, pd.Series(df.index), pd.Series(future), 3,
+                                              verbose=False)  # fmt: skip
+    assert np.isfinite(out.to_numpy()).all()
+
+
+def test_missing_names_and_mixed_time_zones_are_named(fc, tiny_pair):
+    df = bars()
+    with pytest.raises(InputError, match=r"an instrument name is missing \(nan\)"):
+        fc.forecast(pd.concat({np.nan: df}, names=["instrument", "datetime"]))
+    with pytest.raises(InputError, match=r"an instrument name is missing \(None\)"):
+        fc.forecast({None: df})
+    with pytest.raises(InputError, match="dates contain NaT at position 1"):
+        fc.forecast({"A": df}, dates=[df.index[-1], pd.NaT])
+    future = pd.bdate_range(df.index[-1] + pd.offsets.BDay(1), periods=3)
+    p = KronosPredictor(*tiny_pair)
+    local = pd.Series(df.index.tz_localize("Asia/Shanghai"))
+    with pytest.raises(InputError, match="x_timestamp is in time zone Asia/Shanghai but "
+                                         "y_timestamp is naive"):  # fmt: skip
+        p.predict(df, local, pd.Series(future), 3, verbose=False)
+    with pytest.raises(InputError, match="in time zone UTC but y_timestamp is in time zone Asia"):
+        p.predict(df, local.dt.tz_convert("UTC"), pd.Series(future.tz_localize("Asia/Shanghai")),
+                  3, verbose=False)  # fmt: skip
+    out = p.predict(df, local, pd.Series(future.tz_localize("Asia/Shanghai")), 3, verbose=False)
+    assert out.index.tz is not None and np.isfinite(out.to_numpy()).all()
+
+
 @pytest.mark.parametrize(
     "mutate, match",
     [

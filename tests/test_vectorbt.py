@@ -233,5 +233,7 @@ def test_defaults_are_the_forecasters_and_overrides_one_replace(bars, forecaster
     assert forecaster.seed == 0  # the user's forecaster is untouched
     with pytest.raises(SettingsError, match="lookback must be at least 2"):
         KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster, lookback=1)
+    with pytest.raises(SettingsError, match="lookback must be an integer, got 2.5"):
+        KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster, lookback=2.5)  # not 2
     with pytest.raises(SettingsError, match="no setting 'horizn'"):
         KronosSignal.run(*(two[f] for f in FIELDS), forecaster=forecaster, settings={"horizn": 2})

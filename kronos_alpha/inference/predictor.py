@@ -75,6 +75,12 @@ def prepare_batch(
             raise InputError(f"x_timestamp has {len(xt)} entries but {name} has {len(x)} rows")
         if len(yt) != pred_len:
             raise InputError(f"pred_len is {pred_len} but y_timestamp has {len(yt)} entries")
+        if str(xt.tz) != str(yt.tz):  # wall-clock stamps in two zones would disagree
+            zone = [f"in time zone {i.tz}" if i.tz else "naive (no time zone)" for i in (xt, yt)]
+            raise InputError(
+                f"x_timestamp is {zone[0]} but y_timestamp is {zone[1]}; the calendar features "
+                "read wall-clock time, so give both in one zone (tz_convert/tz_localize)"
+            )
         if yt[0] <= xt[-1]:
             raise InputError(
                 f"y_timestamp starts at {yt[0]}, not after the last context bar {xt[-1]}"
