@@ -84,6 +84,24 @@ def test_read_bars_uses_the_input_boundarys_column_names(tmp_path, capsys):
     assert "are both 'close'" in capsys.readouterr().err
 
 
+def test_read_bars_names_rows_without_an_instrument_and_reads_other_separators(tmp_path):
+    df = pd.read_csv(bars_csv(tmp_path, ["open", "high", "low", "close", "volume"]))
+    for sep, name in (("\t", "x.tsv"), (";", "x.csv")):  # a spreadsheet's export, say
+        df.to_csv(tmp_path / name, sep=sep, index=False)
+        frames = read_bars(str(tmp_path / name))
+        assert sorted(frames) == ["AAA", "BBB"] and len(frames["BBB"]) == 30
+    blank = df.astype({"Ticker": object})
+    blank.loc[[3, 40], "Ticker"] = ""  # read back as NaN: groupby dropped these rows
+    blank.to_csv(tmp_path / "blank.csv", index=False)
+    with pytest.raises(InputError, match="'ticker' names no instrument at data row 3 "
+                                         "\\(2 such row"):  # fmt: skip
+        read_bars(str(tmp_path / "blank.csv"))
+    offsets = df.iloc[:2].assign(Date=["2024-03-08 09:30:00-05:00", "2024-03-11 09:30:00-04:00"])
+    offsets.to_csv(tmp_path / "dst.csv", index=False)
+    with pytest.raises(InputError, match="mixes time zones.*daylight saving"):
+        read_bars(str(tmp_path / "dst.csv"))
+
+
 def test_read_bars_takes_a_parquet_indexed_by_time(tmp_path):
     pytest.importorskip("pyarrow")
     idx = pd.DatetimeIndex(pd.bdate_range("2021-01-04", periods=5), name="Datetime")

@@ -93,10 +93,14 @@ def read_table(path: Path, problems: list[str], code_names=()) -> pd.DataFrame |
         if kind == "parquet":
             return pd.read_parquet(path)
         gz = "gzip" if path.name.lower().endswith(".gz") else None
+        sep = ","
         header = pd.read_csv(path, nrows=0, compression=gz).columns
+        if len(header) == 1:  # one column: a tab-, semicolon- or bar-separated file
+            sep = next((c for c in "\t;|" if c in str(header[0])), ",")
+            header = pd.read_csv(path, nrows=0, sep=sep, compression=gz).columns
         wanted = {column_name(n) for n in code_names}
         text = {c: str for c in header if column_name(c) in wanted}
-        return pd.read_csv(path, compression=gz, dtype=text or None)
+        return pd.read_csv(path, sep=sep, compression=gz, dtype=text or None)
     except UnicodeDecodeError as exc:
         problems.append(
             f"{path}: not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
@@ -175,9 +179,7 @@ def _split_long(df, source: Path, instrument_column, problems, add) -> None:
     if code_col is None:  # one instrument, named after the file (as forecast reads it)
         add(code_from_filename(source.name), _by_date(df, str(source), problems), str(source))
         return
-    codes = df[code_col]
-    text = codes.fillna("").astype(str).str.strip()
-    empty = codes.isna().to_numpy(dtype=bool) | text.eq("").to_numpy(dtype=bool)
+    empty = empty_codes(df[code_col])
     if empty.any():
         first = int(np.argmax(empty))
         problems.append(
@@ -188,6 +190,13 @@ def _split_long(df, source: Path, instrument_column, problems, add) -> None:
     for code, part in body.groupby(body[code_col].astype(str), sort=True):
         label = f"{source} [{code}]"
         add(code.upper(), _by_date(part.drop(columns=[code_col]), label, problems, source), label)
+
+
+def empty_codes(codes: pd.Series) -> np.ndarray:
+    """Rows whose instrument code is missing or blank (``read_csv`` reads "" as NaN): a
+    groupby would drop them unseen."""
+    text = codes.fillna("").astype(str).str.strip()
+    return codes.isna().to_numpy(dtype=bool) | text.eq("").to_numpy(dtype=bool)
 
 
 def _line_word(path: Path) -> str:

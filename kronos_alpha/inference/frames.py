@@ -100,7 +100,10 @@ def split_panel(panel) -> dict[str, pd.DataFrame]:
         )
     tzs = {str(df.index.tz) for df in frames.values()}
     if len(tzs) > 1:
-        raise InputError(f"panel mixes timezone-naive and timezone-aware timestamps: {sorted(tzs)}")
+        raise InputError(
+            f"the panel's instruments are in different time zones {sorted(tzs)} (None: naive); "
+            "give them all in one zone, or all naive"
+        )
     out = {}
     unsorted = []
     for name, df in frames.items():

@@ -118,7 +118,9 @@ def to_datetime_index(values, what: str) -> pd.DatetimeIndex:
     except (TypeError, ValueError) as exc:
         if "tz" in str(exc).lower() or "timezone" in str(exc).lower():
             raise InputError(
-                f"{what} mixes timezone-naive and timezone-aware timestamps ({exc})"
+                f"{what} mixes time zones: naive and aware timestamps, or several zones or "
+                "UTC offsets (an offset that changes with daylight saving, say); give local "
+                "times without offsets, or times in one zone"
             ) from exc
         raise InputError(f"{what} are not timestamps ({_first_unparsed(values) or exc})") from exc
 
