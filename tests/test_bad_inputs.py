@@ -255,9 +255,14 @@ def test_the_predictor_door_names_bad_columns_too(tiny_pair):
     )
 
 
-def test_a_job_too_big_for_memory_is_refused_with_its_estimate(fc):
+def test_a_job_too_big_for_memory_is_refused_with_its_estimate(fc, tiny_pair):
     with pytest.raises(MemoryEstimateError, match=r"needs an estimated [\d.]+ GiB"):
         fc.set_params(sample_count=5_000_000).forecast({"A": bars()}, dates=bars().index[-1:])
+    df = bars()  # the predictor's door too: it thrashed for minutes instead
+    future = pd.Series(pd.bdate_range(df.index[-1] + pd.offsets.BDay(1), periods=3))
+    with pytest.raises(MemoryEstimateError, match=r"1 window\(s\) x 5000000 sample\(s\)"):
+        KronosPredictor(*tiny_pair).predict(df, pd.Series(df.index), future, 3,
+                                              sample_count=5_000_000, verbose=False)  # fmt: skip
 
 
 # -- checkpoints ----------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..model.zoo import check_compatible
 from .data import sample_bars, time_features
-from .device import auto_device, check_device
+from .device import auto_device, check_device, check_fits, window_bytes
 from .generation import series_seed, uniforms_for_seeds
 from .panel import (
     FEATURE_COLS,
@@ -177,6 +178,16 @@ class KronosPredictor:
             max_context=self.max_context,
         )
         check_horizon(s.horizon, self.max_context)
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prepared):
+            groups.setdefault(len(p.x), []).append(i)
+        # the Forecaster's memory check: refuse, before any work, a job that cannot fit
+        dtype = next((w.dtype for w in self.model.parameters() if w.is_floating_point()), None)
+        length = min(max(groups), self.max_context)
+        per = window_bytes(self.model, self.tokenizer, dtype or torch.float32, length,
+                           s.sample_count, pred_len, self.cuda_graphs)  # fmt: skip
+        check_fits(per, len(prepared), max(map(len, groups.values())), s.sample_count, pred_len,
+                   self.device)  # fmt: skip
         uniforms = None
         if seed is not None:
             # Series i always gets stream (seed, i): reproducible, batch-composition free.
@@ -184,9 +195,6 @@ class KronosPredictor:
                 [series_seed(s.seed, i) for i in range(len(prepared))], s.sample_count, pred_len
             )
         out: list[np.ndarray | None] = [None] * len(prepared)
-        groups: dict[int, list[int]] = {}
-        for i, p in enumerate(prepared):
-            groups.setdefault(len(p.x), []).append(i)
         for members in groups.values():
             y = sample_bars(
                 self.tokenizer,
