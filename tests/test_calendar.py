@@ -82,6 +82,13 @@ def test_calendar_setting_is_validated(tmp_path):
         ForecastSettings(calendar=str(tmp_path / "nope" / "day.txt"))
     with pytest.raises(SettingsError, match="non-empty"):
         ForecastSettings(calendar=[])
+    with pytest.raises(SettingsError, match=r"calendar timestamps are not .*'soon' at position 1"):
+        ForecastSettings(calendar=["2024-01-02", "soon"])
+    from kronos_alpha.inference.exchange import read_calendar_file
+
+    day.write_text("2024-01-02\n\n2024-13-01\n")
+    with pytest.raises(SettingsError, match=r"day.txt': its lines .*'2024-13-01' at position 1"):
+        read_calendar_file(str(day), 0, 0)
     with pytest.raises(SettingsError, match="calendar must be"):
         ForecastSettings(calendar=3)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .panel import InputError, to_datetime_index
 from .settings import SettingsError
 
 KEYWORDS = ("panel", "business")  # besides None / "auto" and the exchanges
@@ -97,11 +98,16 @@ def _check_file(path: Path) -> str:
     return str(path)
 
 
-def _check_times(values) -> tuple:
+def _parse_times(values, what: str) -> pd.DatetimeIndex:
+    """The input boundary's timestamp parsing (the first bad value named), as a setting."""
     try:
-        idx = pd.DatetimeIndex(pd.to_datetime(list(values)))
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"calendar timestamps do not parse: {exc}") from None
+        return to_datetime_index(list(values), what)
+    except InputError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _check_times(values) -> tuple:
+    idx = _parse_times(values, "calendar timestamps")
     if len(idx) == 0 or idx.hasnans:
         raise SettingsError("calendar timestamps must be a non-empty sequence without NaT")
     return tuple(idx.unique().sort_values())
@@ -111,10 +117,7 @@ def _check_times(values) -> tuple:
 def read_calendar_file(path: str, mtime_ns: int, size: int) -> pd.DatetimeIndex:
     """A calendar file: one timestamp per line (a Qlib ``calendars/<freq>.txt``)."""
     lines = [s.strip() for s in Path(path).read_text().splitlines() if s.strip()]
-    try:
-        idx = pd.DatetimeIndex(pd.to_datetime(lines))
-    except (TypeError, ValueError) as exc:
-        raise SettingsError(f"calendar file {path!r}: a line is not a timestamp ({exc})") from None
+    idx = _parse_times(lines, f"calendar file {path!r}: its lines")
     if len(idx) == 0:
         raise SettingsError(f"calendar file {path!r} is empty")
     return idx.unique().sort_values()
