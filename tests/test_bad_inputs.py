@@ -340,6 +340,14 @@ def test_a_read_csv_frame_uses_its_date_column(fc):
     )
 
 
+def test_a_period_index_is_stamped_at_each_periods_start(fc):
+    df = bars()
+    daily = df.set_axis(df.index.to_period("D"), axis=0)
+    pd.testing.assert_frame_equal(
+        fc.forecast({"A": daily}, dates=df.index[-2:]), fc.forecast({"A": df}, dates=df.index[-2:])
+    )
+
+
 def test_yyyymmdd_integers_are_dates_and_other_numbers_are_refused(fc):
     df = bars()
     ymd = df.set_axis(df.index.strftime("%Y%m%d").astype(int), axis=0)

@@ -85,10 +85,13 @@ def to_datetime_index(values, what: str) -> pd.DatetimeIndex:
     """Parse timestamps; an error names ``what`` and the reason (mixed time zones included).
 
     Numbers are never taken as nanoseconds since 1970: 8-digit integers are YYYYMMDD dates,
-    any other number is an error (a RangeIndex from ``read_csv``, say).
+    any other number is an error (a RangeIndex from ``read_csv``, say). Periods are stamped
+    at their start (``PeriodIndex.to_timestamp``).
     """
     if isinstance(values, pd.DatetimeIndex):
         return values
+    if isinstance(getattr(values, "dtype", None), pd.PeriodDtype):  # a period's bar: its start
+        return pd.PeriodIndex(values).to_timestamp()
     arr = np.asarray(values)
     if not len(arr):  # no timestamps, not "numbers"
         return pd.DatetimeIndex([])
