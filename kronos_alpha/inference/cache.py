@@ -23,7 +23,7 @@ import torch
 from ..files import atomic_write, remove_stale_parts
 
 MAGIC = b"KAFC2\n"  # 2: entries carry their key
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: volume and amount rescaled on their own (2 cached inf/NaN paths)
 
 
 class CacheError(ValueError):
