@@ -30,11 +30,22 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
+class WriteError(OSError):
+    """A file that cannot be written: the message names the target and the reason."""
+
+
 def atomic_write(path, data: bytes | str | Callable) -> Path:
-    """Write ``data`` (bytes, text, or a function given the open binary file) to ``path``."""
+    """Write ``data`` (bytes, text, or a function given the open binary file) to ``path``.
+    An OS failure (a folder in the way, no permission, a full disk) is a ``WriteError``
+    naming ``path``, never the temporary file's name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX, suffix=PART_SUFFIX)
+    if path.is_dir():
+        raise WriteError(f"cannot write {str(path)!r}: it is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=PART_PREFIX, suffix=PART_SUFFIX)
+    except OSError as exc:
+        raise WriteError(f"cannot write {str(path)!r}: {_reason(exc)}") from exc
     try:
         os.fchmod(fd, FILE_MODE)  # mkstemp makes 0600; a written file gets the umask's mode
         with os.fdopen(fd, "wb") as f:
@@ -45,11 +56,28 @@ def atomic_write(path, data: bytes | str | Callable) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(f"cannot write {str(path)!r}: {_reason(exc)}") from exc
         raise
     return path
+
+
+def check_target(path, what: str) -> None:
+    """Before any work: ``path`` can be a file (not a folder, no file where its folder goes)."""
+    path = Path(path)
+    if path.is_dir():
+        raise WriteError(f"{what} {str(path)!r} is a folder; give a file name")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise WriteError(f"{what} {str(path)!r}: {str(blocked)!r} is a file, not a folder")
+
+
+def _reason(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename and PART_PREFIX not in str(exc.filename) else ""
+    return f"{exc.strerror or exc}{where}"
 
 
 def write_json(path, obj, indent: int | None = 2) -> Path:

@@ -502,6 +502,34 @@ def test_written_files_get_the_umask_mode_not_mkstemps_0600(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def test_a_write_that_cannot_happen_names_the_target_not_the_temporary_file(tmp_path, capsys):
+    from kronos_alpha.cli import main
+    from kronos_alpha.files import WriteError, atomic_write
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(WriteError, match="'.*folder': it is a folder"):
+        atomic_write(tmp_path / "folder", "a")
+    with pytest.raises(WriteError, match=r"cannot write '.*afile/x.csv': .*\(.*afile\)") as err:
+        atomic_write(tmp_path / "afile" / "x.csv", "a")
+    assert ".part" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "folder"]  # nothing left
+    # the forecast command checks its targets before any model loads or data is read
+    (tmp_path / "folder.csv").mkdir()
+    for out, message in [
+        ("folder", "the table is written as .csv or .parquet"),
+        ("folder.csv", "folder.csv' is a folder; give a file name"),
+        ("afile/f.csv", "afile' is a file, not a folder"),
+        ("f.json", "the table is written as .csv or .parquet"),
+    ]:
+        assert main(["forecast", "--out", str(tmp_path / out), "-q", "-i", "missing.csv"]) == 1
+        assert message in capsys.readouterr().err
+    assert main(["forecast", "--out", str(tmp_path / "f.csv"), "--chart", str(tmp_path / "folder"),
+                 "-q", "-i", "missing.csv"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--chart" in err and "is a folder; give a file name" in err
+
+
 def test_finetune_and_walk_forward_restart_refuse_a_users_folder(tmp_path):
     from conftest import finetune_config, make_panel
     from kronos_alpha.finetune import FinetuneConfig, run_finetune

@@ -19,6 +19,8 @@ import argparse
 import importlib
 import sys
 
+from kronos_alpha.files import WriteError
+
 # (module, ...) each providing register(subparsers); order is the order in --help.
 COMMAND_MODULES = [
     "kronos_alpha.cli.info",
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, WriteError) as exc:
         print(f"kronos-alpha {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -21,6 +21,7 @@ from . import DefaultsHelpFormatter
 from .calibration import add_calibration_args, calibrate_from_args, check_calibration_args
 
 INSTRUMENT_COLS = ("instrument", "ticker", "symbol", "code")
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 # The command's defaults are ForecastSettings' except one: a one-off forecast of a few windows
 # can afford 20 sampled paths (the library's 5 are sized for panels of thousands of windows),
 # and its quantiles and the chart's fan of paths need them.
@@ -208,7 +209,7 @@ def read_bars(path: str):
 def run(args) -> int:
     import pandas as pd
 
-    from kronos_alpha.files import atomic_write, save_figure, write_parquet
+    from kronos_alpha.files import atomic_write, check_target, save_figure, write_parquet
     from kronos_alpha.inference import distributed
     from kronos_alpha.inference.forecaster import Forecaster
     from kronos_alpha.inference.frames import split_panel
@@ -216,6 +217,11 @@ def run(args) -> int:
     if args.chart is None:  # the chart goes where the table goes, not into the cwd
         args.chart = str(Path(args.out).with_suffix(".png"))
     settings = settings_from(args)  # a bad setting fails before any data is read
+    if Path(args.out).suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"--out {args.out!r}: the table is written as .csv or .parquet")
+    for flag, target in (("--out", args.out), ("--chart", args.chart)):
+        if target:
+            check_target(target, flag)
     check_calibration_args(args)
     threads, why = choose_threads(args.threads)
     import torch
