@@ -103,6 +103,7 @@ def evaluate(
     delay: int = 1,
     label: pd.DataFrame | None = None,
     label_name: str | None = None,
+    end=None,
 ) -> Evaluation:
     """Evaluate a weight book (wide, see ``signal.py``) on the panel, with and without costs.
 
@@ -112,6 +113,10 @@ def evaluate(
     ``label_name`` in ``Evaluation.label`` and the report. ``quantile_spread_annual`` is the
     mean top-minus-bottom label times 252 / ``horizon``. ``exposures`` (long, factor columns)
     adds the book's realised exposure sum_i w_i x_i per date.
+    The book holds each weight row until the next one, and its last row for one bar: returns
+    end at the first bar after the last weight date, so a panel that runs on (for a label,
+    say) adds no days of stale holdings. ``end`` (a date) holds the last row until then
+    instead, for a sparse book whose last rebalance has a known holding period.
     """
     check_numbers(
         {"n_quantiles": (n_quantiles, 2), "horizon": (horizon, 1), "delay": (delay, 0)},
@@ -131,6 +136,10 @@ def evaluate(
             f"weights hold instruments absent from the panel: {held_unknown[:5]}"
         )
     dates = ret.index[(ret.index >= weights.index[0])]
+    if end is None:  # the last row's one bar: the first bar after it
+        after = dates[dates > weights.index[-1]]
+        end = after[0] if len(after) else weights.index[-1]
+    dates = dates[dates <= pd.Timestamp(end)]
     held = weights.reindex(columns=ret.columns, fill_value=0.0).reindex(dates).ffill()
     traded = held.diff().abs().sum(axis=1)
     traded.iloc[0] = held.iloc[0].abs().sum()

@@ -275,6 +275,12 @@ def test_evaluate_returns_costs_and_report(tmp_path):
             evaluate(w, panel, bench, **kw)
     with pytest.raises(StrategyInputError, match="infinite weights"):
         evaluate(w.replace(1.0, np.inf), panel, bench)
+    # a book that stops before the panel holds its last row one bar, not to the panel's end
+    early = evaluate(w.iloc[:3], panel, bench, commission=0.0, slippage=0.0)
+    assert list(early.returns.index) == list(dates[1:4])  # day 3's B earns close 3 -> close 4
+    assert np.allclose(early.returns["gross"].to_numpy(), [0.1, 0.0, 0.0])
+    held = evaluate(w.iloc[:3], panel, bench, commission=0.0, slippage=0.0, end=dates[-1])
+    assert np.allclose(held.returns["gross"].to_numpy(), [0.1, 0.0, 0.0, 0.0, 0.1])
 
 
 @pytest.mark.parametrize(
