@@ -97,14 +97,22 @@ def register(sub) -> None:
 
 
 def read_signal(path: str, column: str | None):
+    """(the score column of a signal file as a (datetime, instrument) Series, its name),
+    through the input boundary: the file read as qlib-data and forecast read theirs, the
+    times parsed and the scores read as numbers with the bad row named, every row with an
+    instrument. NaN scores stay: "no score on that date"."""
     import pandas as pd
 
-    from kronos_alpha.inference.panel import InputError
+    from kronos_alpha.adapters.qlib.sources import empty_codes, read_table
+    from kronos_alpha.inference.panel import InputError, numeric_matrix, to_datetime_index
 
     f = Path(path)
     if not f.is_file():
         raise FileNotFoundError(f"signal file not found: {f}")
-    df = pd.read_parquet(f) if f.suffix in (".parquet", ".pq") else pd.read_csv(f)
+    problems: list[str] = []
+    df = read_table(f, problems, code_names=["instrument"])
+    if df is None:
+        raise InputError(problems[0])
     if isinstance(df.index, pd.MultiIndex):
         df = df.reset_index()
     missing = {"datetime", "instrument"} - set(df.columns)
@@ -116,8 +124,21 @@ def read_signal(path: str, column: str | None):
             raise InputError(f"{f}: no pred_return or score column; pass --column")
     if column not in df.columns:
         raise InputError(f"{f}: no column {column!r}; has {list(df.columns)}")
-    df["datetime"] = pd.to_datetime(df["datetime"])
-    return df.set_index(["datetime", "instrument"])[column].astype(float).sort_index(), column
+    blank = empty_codes(df["instrument"])
+    if blank.any():
+        raise InputError(
+            f"{f}: column 'instrument' is empty at data row {int(blank.argmax())} "
+            f"({int(blank.sum())} such row(s))"
+        )
+    times = to_datetime_index(df["datetime"], f"{f}: column 'datetime'")
+    if times.hasnans:
+        raise InputError(
+            f"{f}: column 'datetime' is empty at data row {int(times.isna().argmax())}"
+        )
+    scores = numeric_matrix(df, [column], str(f))[:, 0]
+    index = pd.MultiIndex.from_arrays([times, df["instrument"].astype(str)],
+                                      names=["datetime", "instrument"])  # fmt: skip
+    return pd.Series(scores, index=index, name=column).sort_index(), column
 
 
 def run(args) -> int:
