@@ -111,6 +111,30 @@ def test_evaluate_help_shows_the_defaults_and_the_label(capsys):
     assert "(default: None)" not in text
 
 
+def test_a_signal_file_is_read_through_the_input_boundary(tmp_path):
+    from kronos_alpha.cli.evaluate import read_signal
+    from kronos_alpha.inference.panel import InputError
+
+    days = pd.bdate_range("2021-01-04", periods=3)
+    rows = pd.DataFrame({"datetime": days.repeat(2).strftime("%Y-%m-%d"),
+                         "instrument": ["SH600000", "SZ000001"] * 3,
+                         "score": [0.1, -0.2, float("nan"), 0.3, 0.0, 0.5]})  # fmt: skip
+    rows.to_csv(tmp_path / "s.csv", sep=";", index=False)
+    signal, column = read_signal(str(tmp_path / "s.csv"), None)
+    assert column == "score" and len(signal) == 6 and signal.isna().sum() == 1  # NaN: no score
+    assert signal.loc[(days[2], "SZ000001")] == 0.5
+    bad = rows.astype({"instrument": object, "score": object})
+    bad.loc[4, "instrument"] = None  # sort_index raised a TypeError on it
+    bad.to_csv(tmp_path / "noinst.csv", index=False)
+    with pytest.raises(InputError, match="'instrument' is empty at data row 4 \\(1 such"):
+        read_signal(str(tmp_path / "noinst.csv"), None)
+    bad = rows.astype({"score": object})
+    bad.loc[3, "score"] = "x"
+    bad.to_csv(tmp_path / "text.csv", index=False)
+    with pytest.raises(InputError, match="column 'score' is not numeric at row 3 \\('x'"):
+        read_signal(str(tmp_path / "text.csv"), None)
+
+
 @pytest.fixture(scope="module")
 def qlib_run():
     """What a qrun's SignalRecord and SigAnaRecord hold: predictions and the raw label from
