@@ -55,29 +55,27 @@ def denormalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return x * (std + NORM_EPS) + mean
 
 
-UNIT_LEVEL = (2.0**-7, 2.0**40)  # mean |value| outside this: rescale the column group exactly
-UNIT_GROUPS = ([0, 1, 2, 3], [4], [5])  # prices share one unit; volume and amount have their own
+UNIT_LEVEL = (2.0**-7, 2.0**40)  # a column's mean |value| outside this: rescale it exactly
 
 
 def unit_scale(bars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(bars, per-window scale (B, 1, 6)): in each window, the prices, the volume and the
-    amount whose level (mean of |value|) is tiny or huge are multiplied by the power of two
-    that brings that level into [64, 128).
+    """(bars, per-window scale (B, 1, 6)): in each window, every column whose level (mean
+    of |value|) is tiny or huge is multiplied by the power of two that brings its level
+    into [64, 128).
 
     The normalisation's fixed epsilon (1e-5) would otherwise dominate the std of values near
     1e-5, and float32 squares overflow near 1e19. Every column is normalised by its own mean
     and std, and a power of two is exact in floating point, so the result equals that of the
     same bars quoted in other units (a price in another currency unit, a volume in lots, an
-    amount in thousands). Ordinary windows are untouched, bit for bit; an all-zero volume or
+    amount in thousands). Column by column, so a corrupt spike in one column leaves the
+    others' scale alone. Ordinary windows are untouched, bit for bit; an all-zero volume or
     amount stays as it is.
     """
-    scale = np.ones((bars.shape[0], 1, bars.shape[-1]), np.float32)
-    for cols in UNIT_GROUPS:
-        level = np.abs(bars[..., cols].astype(np.float64)).mean(axis=(-1, -2))  # (B,): no overflow
-        odd = (level > 0) & ((level < UNIT_LEVEL[0]) | (level > UNIT_LEVEL[1]))
-        exp = np.where(odd, 6 - np.floor(np.log2(np.where(odd, level, 1.0))), 0.0)
-        scale[:, 0, cols] = np.exp2(exp)[:, None].astype(np.float32)
-    if (scale == 1).all():
+    level = np.abs(bars.astype(np.float64)).mean(axis=-2)  # (B, 6), in float64: no overflow
+    odd = (level > 0) & ((level < UNIT_LEVEL[0]) | (level > UNIT_LEVEL[1]))
+    exp = np.where(odd, 6 - np.floor(np.log2(np.where(odd, level, 1.0))), 0.0)
+    scale = np.exp2(exp)[:, None, :].astype(np.float32)
+    if not odd.any():
         return bars, scale
     return bars * scale, scale
 
@@ -98,14 +96,17 @@ def sample_bars(
     reference: bool = False,
     progress: bool = False,
     graphs: bool = False,
+    names: list[str] | None = None,
 ) -> np.ndarray:
     """Raw bars (B, L, 6) -> sampled raw paths (B, sample_count, P, 6), float32.
 
     Each window is normalised by its own mean and std (``data.normalize``), sampled, and
     mapped back to prices: the one path from bars to forecasts. ``reference``: the
     published algorithm instead of the engine, ``graphs`` the engine with CUDA-graph steps
-    (``paths.sample_paths``).
+    (``paths.sample_paths``). A path that leaves float32's range is an error naming the window
+    (``names[b]``): bars near 3.4e38 (a corrupt value, say) can forecast past it.
     """
+    peak = np.abs(bars).max(axis=(-1, -2))
     bars, scale = unit_scale(bars)
     mean, std = scaler_stats(bars)
     x = normalize(bars, mean, std, clip)
@@ -126,7 +127,17 @@ def sample_bars(
         graphs=graphs,
     )
     y = denormalize(z, mean[:, None], std[:, None])
-    return (y / scale[:, None]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        y = (y / scale[:, None]).astype(np.float32)
+    bad = ~np.isfinite(y).all(axis=(1, 2, 3))
+    if bad.any():
+        b = int(np.argmax(bad))
+        raise InputError(
+            f"{names[b] if names else f'window {b}'}: the forecast leaves float32's range "
+            f"(its bars reach {peak[b]:.3g}; float32 ends at 3.4e38): check the bars for a "
+            "corrupt value, or quote them in a larger unit"
+        )
+    return y
 
 
 class Series:

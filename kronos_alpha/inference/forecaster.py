@@ -320,6 +320,7 @@ class Forecaster:
                 np.stack([c[1] for c in ctx]), np.stack([fstamps[w.time] for w in group]),
                 st.max_context, s.sample_count, s.T, s.top_k, s.top_p, s.clip, uniforms,
                 graphs=s.cuda_graphs,
+                names=[f"instrument {w.instrument!r} at {w.time}" for w in group],
             )  # fmt: skip
 
         shape = (s.sample_count, s.horizon, len(FEATURE_COLS))

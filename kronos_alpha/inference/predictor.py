@@ -212,6 +212,7 @@ class KronosPredictor:
                 reference=self.reference,
                 progress=verbose,
                 graphs=self.cuda_graphs,
+                names=["df" if len(prepared) == 1 else f"df_list[{i}]" for i in members],
             )
             for j, i in enumerate(members):
                 out[i] = y[j]
