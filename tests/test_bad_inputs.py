@@ -53,6 +53,8 @@ def fc(tiny_pair):
         ("sample_count", 2.0, "sample_count must be an integer"),
         ("sample_count", True, "sample_count must be an integer"),
         ("sample_count", 0, "sample_count must be at least 1"),
+        ("sample_count", 10**30, "sample_count must be at most 2147483647"),
+        ("top_k", 2**40, "top_k must be at most 2147483647"),
         ("seed", 1.7, "seed must be an integer"),
         ("seed", 2**70, "seed must be at most"),
         ("seed", -1, "seed must be at least 0"),
@@ -173,6 +175,28 @@ def test_a_price_spike_near_float32_max_gives_finite_forecasts(fc, tiny_pair):
     out = KronosPredictor(*tiny_pair).predict(df, pd.Series(df.index), pd.Series(future), 3,
                                               verbose=False)  # fmt: skip
     assert np.isfinite(out.to_numpy()).all()
+
+
+def test_a_forecast_past_float32s_range_is_named_not_an_inf_row(fc, tiny_pair, monkeypatch):
+    import kronos_alpha.inference.data as data
+
+    df = bars(30).assign(amount=lambda d: d.volume * d.close)
+    df.iloc[20, :4] = [3.3e38, 3.3e38, 3.2e38, 3.3e38]  # a corrupt bar, in float32's range
+    real = data.sample_paths
+    # a normalised answer of +20 std: mean + 20 std of such a window passes 3.4e38
+    monkeypatch.setattr(data, "sample_paths", lambda *a, **k: np.full_like(real(*a, **k), 20.0))
+    with pytest.raises(InputError, match=r"instrument 'A' at 2021-02-12 00:00:00: the forecast "
+                                         r"leaves float32's range \(its bars reach 3.3e\+38"):  # fmt: skip
+        fc.forecast({"A": df}, dates=df.index[-1:])
+    future = pd.Series(pd.bdate_range(df.index[-1] + pd.offsets.BDay(1), periods=3))
+    with pytest.raises(InputError, match="df: the forecast leaves float32's range"):
+        KronosPredictor(*tiny_pair).predict(df, pd.Series(df.index), future, 3, verbose=False)
+
+
+def test_a_panel_of_empty_frames_forecasts_nothing_and_says_so(fc):
+    empty = bars(0).set_axis(pd.DatetimeIndex([], tz="Asia/Shanghai"), axis=0)
+    table = fc.forecast({"A": empty})  # its calendar compared naive and aware empty indexes
+    assert table.empty and fc.report["requested"] == 0
 
 
 def test_missing_names_and_mixed_time_zones_are_named(fc, tiny_pair):

@@ -124,6 +124,8 @@ def _is_weekend(times: pd.DatetimeIndex) -> np.ndarray:
 
 def _weekend_seen(times: pd.DatetimeIndex, decisions: pd.DatetimeIndex) -> np.ndarray:
     """For each decision time t: whether any bar at or before t fell on a weekend."""
+    if len(decisions) == 0:  # no windows (every instrument empty): nothing to compare
+        return np.zeros(0, dtype=bool)
     count = np.cumsum(_is_weekend(times))
     pos = times.searchsorted(decisions, side="right") - 1
     return np.where(pos >= 0, count[np.maximum(pos, 0)] > 0, False)

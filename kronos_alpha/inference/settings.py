@@ -25,6 +25,7 @@ DTYPE_NAMES = {
     "half": "float16",
 }
 MAX_SEED = 2**63 - 1
+MAX_COUNT = 2**31 - 1  # counts and lengths: torch and numpy index them with 32-bit ints
 
 
 class SettingsError(ValueError):
@@ -162,14 +163,14 @@ class ForecastSettings:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        put("lookback", check_integer("lookback", self.lookback, 2))
-        put("horizon", check_integer("horizon", self.horizon, 1))
-        put("sample_count", check_integer("sample_count", self.sample_count, 1))
+        put("lookback", check_integer("lookback", self.lookback, 2, MAX_COUNT))
+        put("horizon", check_integer("horizon", self.horizon, 1, MAX_COUNT))
+        put("sample_count", check_integer("sample_count", self.sample_count, 1, MAX_COUNT))
         T = check_real("T", self.T)
         if T < 0:
             raise SettingsError(f"T must be >= 0 (0 decodes greedily), got {T}")
         put("T", T)
-        put("top_k", check_integer("top_k", self.top_k, 0))
+        put("top_k", check_integer("top_k", self.top_k, 0, MAX_COUNT))
         top_p = check_real("top_p", self.top_p)
         if not 0 < top_p <= 1:
             raise SettingsError(f"top_p must be in (0, 1], got {top_p}")
@@ -200,7 +201,7 @@ class ForecastSettings:
             check_modes(self, self.device or "cpu")
         for name in ("max_context", "batch_size"):
             if getattr(self, name) is not None:
-                put(name, check_integer(name, getattr(self, name), 1))
+                put(name, check_integer(name, getattr(self, name), 1, MAX_COUNT))
         if self.cache_dir is not None:
             if not isinstance(self.cache_dir, (str, Path)) or not str(self.cache_dir).strip():
                 raise SettingsError(
