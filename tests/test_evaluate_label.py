@@ -126,7 +126,9 @@ def test_a_signal_file_is_read_through_the_input_boundary(tmp_path):
     bad = rows.astype({"instrument": object, "score": object})
     bad.loc[4, "instrument"] = None  # sort_index raised a TypeError on it
     bad.to_csv(tmp_path / "noinst.csv", index=False)
-    with pytest.raises(InputError, match="'instrument' is empty at data row 4 \\(1 such"):
+    with pytest.raises(
+        InputError, match="'instrument' names no instrument at data row 4 \\(1 such"
+    ):
         read_signal(str(tmp_path / "noinst.csv"), None)
     bad = rows.astype({"score": object})
     bad.loc[3, "score"] = "x"

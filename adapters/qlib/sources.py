@@ -199,6 +199,17 @@ def empty_codes(codes: pd.Series) -> np.ndarray:
     return codes.isna().to_numpy(dtype=bool) | text.eq("").to_numpy(dtype=bool)
 
 
+def refuse_empty_codes(codes: pd.Series, where: str) -> None:
+    """An InputError naming the first row of ``codes`` (a file's instrument column) that
+    names no instrument; a table reader's groupby would drop such rows unseen."""
+    blank = empty_codes(codes)
+    if blank.any():
+        raise InputError(
+            f"{where}: column {codes.name!r} names no instrument at data row "
+            f"{int(np.argmax(blank))} ({int(blank.sum())} such row(s))"
+        )
+
+
 def _line_word(path: Path) -> str:
     return "row" if path.name.lower().endswith(PARQUET) else "line"
 

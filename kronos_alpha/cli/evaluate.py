@@ -103,7 +103,7 @@ def read_signal(path: str, column: str | None):
     instrument. NaN scores stay: "no score on that date"."""
     import pandas as pd
 
-    from kronos_alpha.adapters.qlib.sources import empty_codes, read_table
+    from kronos_alpha.adapters.qlib.sources import read_table, refuse_empty_codes
     from kronos_alpha.inference.panel import InputError, numeric_matrix, to_datetime_index
 
     f = Path(path)
@@ -124,12 +124,7 @@ def read_signal(path: str, column: str | None):
             raise InputError(f"{f}: no pred_return or score column; pass --column")
     if column not in df.columns:
         raise InputError(f"{f}: no column {column!r}; has {list(df.columns)}")
-    blank = empty_codes(df["instrument"])
-    if blank.any():
-        raise InputError(
-            f"{f}: column 'instrument' is empty at data row {int(blank.argmax())} "
-            f"({int(blank.sum())} such row(s))"
-        )
+    refuse_empty_codes(df["instrument"], str(f))
     times = to_datetime_index(df["datetime"], f"{f}: column 'datetime'")
     if times.hasnans:
         raise InputError(

@@ -166,10 +166,9 @@ def read_bars(path: str):
     Qlib's ``$``; two columns that collide are an error); the time column is the first of
     ``panel.TIME_COLUMNS`` present, parsed by ``panel.to_datetime_index``.
     """
-    import numpy as np
     import pandas as pd
 
-    from kronos_alpha.adapters.qlib.sources import empty_codes, read_table
+    from kronos_alpha.adapters.qlib.sources import read_table, refuse_empty_codes
     from kronos_alpha.inference.panel import InputError, clean_columns, to_datetime_index
 
     f = Path(path)
@@ -194,12 +193,7 @@ def read_bars(path: str):
     inst_col = next((c for c in INSTRUMENT_COLS if c in df.columns), None)
     if inst_col is None:
         return {f.stem: df.set_index(time_col)}
-    blank = empty_codes(df[inst_col])
-    if blank.any():
-        raise InputError(
-            f"{path}: column {inst_col!r} names no instrument at data row {int(np.argmax(blank))} "
-            f"({int(blank.sum())} such row(s))"
-        )
+    refuse_empty_codes(df[inst_col], path)
     return {
         str(k): g.drop(columns=inst_col).set_index(time_col)
         for k, g in df.groupby(inst_col, sort=True)
