@@ -186,7 +186,7 @@ def read_bars(path: str):
         df = clean_columns(df.reset_index(), path, features_only=False)
         time_col = df.columns[0]
     if time_col is None:
-        raise ValueError(
+        raise InputError(
             f"{path}: no time column; expected one of {list(TIME_COLUMNS)}, found {list(df.columns)}"
         )
     df[time_col] = to_datetime_index(df[time_col], f"{path}: column {time_col!r}")
