@@ -398,3 +398,64 @@ def test_calibrator_errors_are_ours_or_its_distribution_is_finite_and_ordered(da
     assert np.all(cal.spread(rows) >= cal.floor)
     p = 1 - cal.cdf(rows, 0.0)
     assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+
+
+CELLS = ["2024-01-02", "2024-01-03", "2024/01/05", "1.5", "abc", "", "nan", "-1", "1e39", "0",
+         '"q,uoted"', "NaT", "True", "  3 ", "1,5", "\t", "SH600000"]  # fmt: skip
+COLUMNS = ["date", "Date", "datetime", "open", "OPEN", "high", "low", "close", "volume",
+           "amount", "instrument", "score", "x", ""]  # fmt: skip
+GOOD = ["datetime", "instrument", "open", "high", "low", "close", "volume", "score"]
+
+
+@st.composite
+def csv_files(draw):
+    """A small bar/signal file: a good one with a few cells (or its header) spoilt, or junk."""
+    n = draw(st.integers(0, 8))
+    if draw(st.booleans()):  # junk
+        header = draw(st.lists(st.sampled_from(COLUMNS), max_size=8))
+        rows = draw(st.lists(st.lists(st.sampled_from(CELLS), max_size=9), max_size=n))
+    else:
+        header = list(GOOD) if draw(st.booleans()) else draw(st.permutations(GOOD))
+        days = pd.bdate_range("2024-01-02", periods=n).strftime("%Y-%m-%d")
+        rows = [[d, draw(st.sampled_from(["SH600000", "SZ000001"])), "10", "10.5", "9.5",
+                 "10.2", "1000", "0.01"] for d in days]  # fmt: skip
+        order = [GOOD.index(c) for c in header]
+        rows = [[r[k] for k in order] for r in rows]
+        for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+            if rows:
+                row = draw(st.integers(0, len(rows) - 1))
+                rows[row][draw(st.integers(0, len(header) - 1))] = draw(st.sampled_from(CELLS))
+        if draw(st.integers(0, 4)) == 0 and header:  # a spoilt header name
+            header[draw(st.integers(0, len(header) - 1))] = draw(st.sampled_from(COLUMNS))
+    sep = draw(st.sampled_from([",", ";", "\t"]))
+    text = sep.join(header) + "\n" + "\n".join(sep.join(r) for r in rows)
+    return text.replace("\n", "\r\n") if draw(st.booleans()) else text, draw(st.booleans())
+
+
+@PROFILE
+@given(file=csv_files())
+def test_input_file_readers_raise_our_errors_or_read_checked_bars(tmp_path_factory, file):
+    """Small CSV files, good and spoilt, through the forecast and evaluate commands' readers."""
+    from kronos_alpha.cli.evaluate import read_signal
+    from kronos_alpha.cli.forecast import read_bars
+    from kronos_alpha.inference.frames import split_panel
+    from kronos_alpha.inference.panel import ohlcv_matrix
+
+    text, bom = file
+    path = tmp_path_factory.mktemp("file") / "x.csv"
+    path.write_text(text, encoding="utf-8-sig" if bom else "utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            for name, df in split_panel(read_bars(str(path))).items():
+                assert np.isfinite(ohlcv_matrix(df, name)).all()
+            event("bars read")
+        except InputError:
+            event("bars refused")
+        try:
+            signal, _ = read_signal(str(path), None)
+            assert list(signal.index.names) == ["datetime", "instrument"]
+            assert not signal.index.to_frame().isna().any().any()  # every row has both
+            event("signal read")
+        except InputError:
+            event("signal refused")
