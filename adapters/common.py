@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from kronos_alpha.inference.calibration import CalibrationError
 from kronos_alpha.inference.forecaster import Forecaster
-from kronos_alpha.inference.settings import ForecastSettings, quantile_column
+from kronos_alpha.inference.settings import (
+    ForecastSettings,
+    SettingsError,
+    check_real,
+    quantile_column,
+)
 
 # The forecast statistics both adapters carry beside pred_return and the band (lines /
 # outputs of the same names; the strategies' KRONOS_* feature columns hold the same values).
@@ -48,11 +53,16 @@ def start_settings(base: Forecaster, settings) -> ForecastSettings:
 
 def band_quantiles(quantiles) -> tuple[float, float]:
     """The (lower, upper) levels of the two band outputs."""
-    if len(quantiles) != 2 or not 0 < quantiles[0] < quantiles[1] < 1:
-        raise ValueError(
+    try:
+        lower, upper = (check_real("quantiles", q) for q in quantiles)
+        ok = 0 < lower < upper < 1
+    except (TypeError, ValueError):  # not a pair, or not numbers
+        ok = False
+    if not ok:
+        raise SettingsError(
             f"quantiles must be (lower, upper) with 0 < lower < upper < 1, got {quantiles!r}"
         )
-    return float(quantiles[0]), float(quantiles[1])
+    return lower, upper
 
 
 def with_band(settings: ForecastSettings, band) -> ForecastSettings:

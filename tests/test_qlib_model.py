@@ -188,6 +188,21 @@ def test_benchmark_not_in_data_is_an_error(qlib_on):
     with pytest.raises(InputError, match="benchmark 'SH000905' has no \\$close data"):
         model(benchmark="SH000905").fit(dataset())
     model(benchmark="SH000300").fit(dataset())
+    from kronos_alpha.inference.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="benchmark must be an instrument code.*got 300"):
+        KronosModel(benchmark=300)  # a YAML `benchmark: 300`: named at construction, not in fit
+
+
+def test_band_quantiles_are_a_checked_pair():
+    from kronos_alpha.adapters.common import band_quantiles
+
+    from kronos_alpha.inference.settings import SettingsError
+
+    assert band_quantiles([0.05, 0.95]) == (0.05, 0.95)
+    for bad in [(0.9, 0.1), 0.1, ("a", "b"), (0.1, float("nan")), (0.1, 0.5, 0.9)]:
+        with pytest.raises(SettingsError, match="quantiles must be \\(lower, upper\\)"):
+            band_quantiles(bad)  # a scalar or text was a bare TypeError
 
 
 def fast_config(provider: Path, tmp_path: Path) -> dict:

@@ -143,6 +143,10 @@ class KronosModel(ModelFT):
         self.finetuned = None  # the fine-tuning summary, when fit() fine-tuned
         # the backtest's benchmark, when given, is checked in fit(): before the long predict
         # rather than after it, where Qlib's backtest would fail on it
+        if benchmark is not None and not isinstance(benchmark, str):
+            raise SettingsError(
+                f"benchmark must be an instrument code (e.g. 'SH000300'), got {benchmark!r}"
+            )
         self.benchmark = benchmark
         self.fitted_on = None  # the data range fit() saw
         self.last_report = None  # the forecaster's counts from the last predict()
