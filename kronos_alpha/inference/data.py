@@ -323,7 +323,7 @@ def summarise(
         cols += [f"close_h{h + 1}" for h in range(s.horizon)]
     index = window_index(windows)
     if not windows:
-        empty = pd.DataFrame(index=index, columns=range(s.sample_count), dtype=float)
+        empty = pd.DataFrame(np.empty((0, s.sample_count)), index=index)  # one block, any count
         return pd.DataFrame(columns=cols, index=index, dtype=float), empty
     close = np.stack([p[..., 3] for p in paths]).astype(np.float64)  # (N, S, P)
     c0 = np.array([w.close for w in windows])[:, None]
