@@ -5,8 +5,9 @@ Column names (``clean_columns``), the bar index and timestamps (``as_timestamps`
 checks (``numeric_values``, ``ohlcv_matrix``, ``missing_prices``), the suspension policy
 (``traded_mask``, ``Series``) and the windows of a forecast (``Window``, ``forecast_windows``)
 are written once, here (a panel's split into one frame per instrument, ``frames.split_panel``,
-and an adapter feed's listed span, ``feeds.check_feed_bars``, build on them). The predictor, the Forecaster, the Qlib, backtrader and vectorbt adapters, the
-fine-tuning datasets, ``qlib-data build`` and the CLI all call them.
+and an adapter feed's listed span, ``feeds.check_feed_bars``, build on them). The predictor,
+the Forecaster, the Qlib, backtrader and vectorbt adapters, the fine-tuning datasets,
+``qlib-data build`` and the CLI all call them.
 
 Suspension policy. A bar is *traded* when its four prices are finite and, for a series that
 has volume data at all, its volume is finite and > 0. A series whose volume is never > 0 (an

@@ -36,6 +36,7 @@ class Prepared:
     stamp: np.ndarray  # (L, 5)
     future_stamp: np.ndarray  # (P, 5)
     index: pd.DatetimeIndex  # forecast timestamps
+    name: str  # how errors name it: df, df_list[i] or the caller's name
 
 
 def _stamps_of(indexes: list[pd.DatetimeIndex]) -> list[np.ndarray]:
@@ -86,10 +87,12 @@ def prepare_batch(
             raise InputError(
                 f"y_timestamp starts at {yt[0]}, not after the last context bar {xt[-1]}"
             )
-        series.append((x, xt, yt))
+        series.append((x, xt, yt, name))
     stamps = _stamps_of([s[1] for s in series] + [s[2] for s in series])
     n = len(series)
-    return [Prepared(x, stamps[i], stamps[n + i], yt) for i, (x, _, yt) in enumerate(series)]
+    return [
+        Prepared(x, stamps[i], stamps[n + i], yt, name) for i, (x, _, yt, name) in enumerate(series)
+    ]
 
 
 def prepare_series(df, x_timestamp, y_timestamp, pred_len: int, name: str = "df") -> Prepared:
@@ -212,7 +215,7 @@ class KronosPredictor:
                 reference=self.reference,
                 progress=verbose,
                 graphs=self.cuda_graphs,
-                names=["df" if len(prepared) == 1 else f"df_list[{i}]" for i in members],
+                names=[prepared[i].name for i in members],
             )
             for j, i in enumerate(members):
                 out[i] = y[j]
